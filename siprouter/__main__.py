@@ -1,0 +1,3 @@
+from siprouter.cli.main import main
+
+main()

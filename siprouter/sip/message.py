@@ -1,0 +1,736 @@
+# SPDX-License-Identifier: Apache-2.0
+"""SIP messages: parsing from bytes, lazy header access, and edits (RFC 3261 §7, §18.3, §20).
+
+How this works
+--------------
+``parse_message`` does the least work that lets every later stage run:
+
+1. It skips CRLFs before the start line (§7.5), finds the empty line that ends the header
+   section (CRLF or, liberally, bare LF line endings) and decodes the header section once
+   as UTF-8 with ``surrogateescape`` (so any byte sequence round-trips exactly).
+2. It parses the start line, then walks the header lines once, unfolding continuation
+   lines (§7.3.1) and recording for each line a ``_Field``: canonical key, name as written,
+   value, and the line's offsets in the header text. Header *values* are not parsed here.
+3. It finds the body: by Content-Length when present; on a datagram without one, the rest
+   of the datagram (§18.3). Bytes after the body of a datagram are not part of the message.
+
+Typed accessors (``vias``, ``from_``, ``cseq``, ``uri`` …) parse a header the first time
+they are read and memoize the result.
+
+Edits never rebuild the message. A field that is replaced or removed keeps its original
+offsets and gets replacement text; an added field carries its own text and sits in the
+field list where it goes. ``to_bytes`` copies the untouched stretches of the received
+header text between edited fields in one slice each, so headers nobody touched leave
+byte for byte as they came. An untouched message serializes to the received bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from siprouter.sip.errors import LocalProtocolError, SipParseError
+from siprouter.sip.headers import (
+    CSeq,
+    NameAddr,
+    Via,
+    canonical_key,
+    parse_contact_list,
+    parse_cseq,
+    parse_name_addr,
+    parse_name_addr_list,
+    parse_uint,
+    parse_via,
+    split_values,
+)
+from siprouter.sip.uri import parse_uri
+
+__all__ = [
+    "MAX_MESSAGE_SIZE",
+    "MAX_HEADER_FIELDS",
+    "Message",
+    "Request",
+    "Response",
+    "parse_message",
+    "reason_phrase",
+]
+
+# RFC 3261 §18.1.1 caps what fits in a UDP datagram at 65,535 bytes; no SIP message on a
+# stream may be larger either (the same cap Kamailio uses for its receive buffer, BUF_SIZE).
+MAX_MESSAGE_SIZE = 65535
+# A message with more header lines than this is refused 513 before we spend time on it.
+# Real messages have 10-30; 10,000 Via lines is an attack (see the issue's garbage test).
+MAX_HEADER_FIELDS = 256
+
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
+    "MESSAGE UPDATE".split()
+)
+
+# Header name as written -> canonical key. Bounded so random header names cannot grow it.
+_KEY_CACHE: dict[str, str] = {}
+_KEY_CACHE_LIMIT = 1024
+
+
+def _key(name: str) -> str:
+    """Canonical key of a header name as written: lowercase long form (RFC 3261 §7.3.3)."""
+    key = _KEY_CACHE.get(name)
+    if key is not None:
+        return key
+    if not name or not _TOKEN_CHARS.issuperset(name):
+        raise SipParseError("Bad Header Name", 400, f"header name {name[:40]!r}")
+    key = canonical_key(name)
+    if len(_KEY_CACHE) < _KEY_CACHE_LIMIT:
+        _KEY_CACHE[name] = key
+    return key
+
+
+def _lookup_key(name: str) -> str:
+    """Key for a name given by our own code or a script: never a parse error."""
+    key = _KEY_CACHE.get(name)
+    if key is not None:
+        return key
+    if not name or not _TOKEN_CHARS.issuperset(name):
+        raise LocalProtocolError(f"not a valid SIP header name: {name!r}")
+    return canonical_key(name)
+
+
+class _Field:
+    """One header line. ``start``/``end``: offsets of the whole line (with its line
+    terminator) in the received header text, or -1 for a line added by an edit.
+    ``text`` is None for an unedited received line, else what is emitted instead of it.
+    ``value`` is None once the line is removed."""
+
+    __slots__ = ("key", "name", "value", "start", "end", "text")
+
+    def __init__(self, key: str, name: str, value: str | None, start: int, end: int,
+                 text: str | None = None) -> None:
+        self.key = key
+        self.name = name
+        self.value = value
+        self.start = start
+        self.end = end
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"_Field({self.name!r}: {self.value!r})"
+
+
+def _unfold(value: str) -> str:
+    """Replace each line break with its continuation whitespace by one SP (§7.3.1)."""
+    out = []
+    for part in value.split("\n"):
+        part = part.rstrip("\r")
+        if out:
+            part = " " + part.lstrip(" \t")
+        out.append(part)
+    return "".join(out)
+
+
+class Message:
+    """What requests and responses share: header fields, body and edits.
+
+    Not built directly: use :func:`parse_message` (or ``Request.make_response``).
+    """
+
+    __slots__ = ("raw", "head", "body", "fields", "source", "_sl_end", "_head_bytes",
+                 "_body_off", "_memo", "_edited", "_sl_text", "__weakref__")
+
+    raw: bytes
+    head: str
+    body: bytes
+    fields: list[_Field]
+    source: Any
+
+    # -- reading -------------------------------------------------------------------------
+
+    def header(self, name: str) -> str | None:
+        """Value of the first line named ``name`` (any case, compact form allowed), or None."""
+        key = _lookup_key(name)
+        for f in self.fields:
+            if f.key == key and f.value is not None:
+                return f.value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        """Values of every line named ``name``, in order."""
+        key = _lookup_key(name)
+        return [f.value for f in self.fields if f.key == key and f.value is not None]
+
+    def has_header(self, name: str) -> bool:
+        key = _lookup_key(name)
+        for f in self.fields:
+            if f.key == key and f.value is not None:
+                return True
+        return False
+
+    def header_names(self) -> list[str]:
+        """Header names as written, one per line, in order."""
+        return [f.name for f in self.fields if f.value is not None]
+
+    def _values(self, key: str) -> list[str]:
+        """All comma-separated values of every line with this key (for list headers)."""
+        out: list[str] = []
+        for f in self.fields:
+            if f.key == key and f.value is not None:
+                if "," in f.value:
+                    out.extend(split_values(f.value))
+                else:
+                    out.append(f.value)
+        return out
+
+    def _required(self, key: str, what: str) -> str:
+        for f in self.fields:
+            if f.key == key and f.value is not None:
+                return f.value
+        raise SipParseError(f"Missing {what}", 400)
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via value, topmost first (RFC 3261 §20.42). Raises SipParseError."""
+        memo = self._memo
+        vias = memo.get("via")
+        if vias is None:
+            vias = []
+            for f in self.fields:
+                if f.key == "via" and f.value is not None:
+                    vias.extend(parse_via(f.value))
+            memo["via"] = vias
+        return vias
+
+    @property
+    def top_via(self) -> Via | None:
+        memo = self._memo
+        top = memo.get("top_via")
+        if top is None:
+            for f in self.fields:
+                if f.key == "via" and f.value is not None:
+                    top = parse_via(f.value)[0]
+                    break
+            else:
+                return None
+            memo["top_via"] = top
+        return top
+
+    @property
+    def from_(self) -> NameAddr:
+        v = self._memo.get("from")
+        if v is None:
+            v = self._memo["from"] = parse_name_addr(self._required("from", "From"))
+        return v
+
+    @property
+    def to(self) -> NameAddr:
+        v = self._memo.get("to")
+        if v is None:
+            v = self._memo["to"] = parse_name_addr(self._required("to", "To"))
+        return v
+
+    @property
+    def call_id(self) -> str:
+        return self._required("call-id", "Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        v = self._memo.get("cseq")
+        if v is None:
+            v = self._memo["cseq"] = parse_cseq(self._required("cseq", "CSeq"))
+        return v
+
+    def _uint(self, key: str, what: str) -> int | None:
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        value = None
+        for f in self.fields:
+            if f.key == key and f.value is not None:
+                value = parse_uint(f.value, what)
+                break
+        memo[key] = value
+        return value
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self._uint("max-forwards", "Max-Forwards")
+
+    @property
+    def content_length(self) -> int | None:
+        return self._uint("content-length", "Content-Length")
+
+    @property
+    def expires(self) -> int | None:
+        return self._uint("expires", "Expires")
+
+    @property
+    def content_type(self) -> str | None:
+        return self.header("content-type")
+
+    @property
+    def contacts(self) -> list:
+        v = self._memo.get("contact")
+        if v is None:
+            v = []
+            for f in self.fields:
+                if f.key == "contact" and f.value is not None:
+                    v.extend(parse_contact_list(f.value))
+            self._memo["contact"] = v
+        return v
+
+    def _name_addrs(self, key: str) -> list[NameAddr]:
+        v = self._memo.get(key)
+        if v is None:
+            v = []
+            for f in self.fields:
+                if f.key == key and f.value is not None:
+                    v.extend(parse_name_addr_list(f.value))
+            self._memo[key] = v
+        return v
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self._name_addrs("route")
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._name_addrs("record-route")
+
+    # -- edits ---------------------------------------------------------------------------
+
+    def _forget(self, key: str) -> None:
+        self._edited = True
+        memo = self._memo
+        if memo:
+            memo.pop(key, None)
+            if key == "via":
+                memo.pop("top_via", None)
+
+    @staticmethod
+    def _line(name: str, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise LocalProtocolError(f"header {name} value contains a line break")
+        return f"{name}: {value}\r\n"
+
+    def _new_field(self, name: str, value: str) -> _Field:
+        key = _lookup_key(name)
+        value = value.strip()
+        return _Field(key, name, value, -1, -1, self._line(name, value))
+
+    def add_header(self, name: str, value: str) -> None:
+        """Append a header line at the end of the header section."""
+        f = self._new_field(name, value)
+        self.fields.append(f)
+        self._forget(f.key)
+
+    def prepend_header(self, name: str, value: str) -> None:
+        """Insert a header line before the first header line."""
+        f = self._new_field(name, value)
+        self.fields.insert(0, f)
+        self._forget(f.key)
+
+    def insert_via(self, value: str) -> None:
+        """Insert a Via value above the topmost one (RFC 3261 §16.6 step 8)."""
+        f = self._new_field("Via", value)
+        fields = self.fields
+        for i, g in enumerate(fields):
+            if g.key == "via":
+                fields.insert(i, f)
+                break
+        else:
+            fields.insert(0, f)
+        self._forget("via")
+
+    def _kill(self, f: _Field) -> None:
+        f.value = None
+        f.text = ""
+
+    def remove_header(self, name: str) -> int:
+        """Remove every line named ``name``; return how many were removed."""
+        key = _lookup_key(name)
+        n = 0
+        for f in self.fields:
+            if f.key == key and f.value is not None:
+                self._kill(f)
+                n += 1
+        if n:
+            self._forget(key)
+        return n
+
+    def set_header(self, name: str, value: str) -> None:
+        """Make ``value`` the only line named ``name`` (replacing the first, removing the rest)."""
+        key = _lookup_key(name)
+        first = None
+        for f in self.fields:
+            if f.key == key and f.value is not None:
+                if first is None:
+                    first = f
+                else:
+                    self._kill(f)
+        if first is None:
+            self.add_header(name, value)
+            return
+        value = value.strip()
+        first.value = value
+        first.text = self._line(first.name, value)
+        self._forget(key)
+
+    def remove_first_value(self, name: str) -> str | None:
+        """Remove the first value of a list header (a whole line, or the first of several
+        comma-separated values on it). Returns the removed value, or None if there was none."""
+        key = _lookup_key(name)
+        for f in self.fields:
+            if f.key == key and f.value is not None:
+                values = split_values(f.value) if "," in f.value else [f.value]
+                if len(values) <= 1:
+                    self._kill(f)
+                else:
+                    rest = ", ".join(values[1:])
+                    f.value = rest
+                    f.text = self._line(f.name, rest)
+                self._forget(key)
+                return values[0] if values else ""
+        return None
+
+    def remove_top_via(self) -> str | None:
+        """Remove the topmost Via value (RFC 3261 §16.7 step 3)."""
+        return self.remove_first_value("via")
+
+    def replace_top_via(self, value: str) -> None:
+        """Replace the topmost Via value (for received/rport, RFC 3261 §18.2.1, RFC 3581 §4)."""
+        for f in self.fields:
+            if f.key == "via" and f.value is not None:
+                if "," in f.value:
+                    values = split_values(f.value)
+                    values[0] = value
+                    value = ", ".join(values)
+                f.value = value
+                f.text = self._line(f.name, value)
+                self._forget("via")
+                return
+        raise LocalProtocolError("message has no Via to replace")
+
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        """Replace the body; Content-Length (and Content-Type when given) follow."""
+        self.body = body
+        self._edited = True
+        self.set_header("Content-Length", str(len(body)))
+        if content_type is not None:
+            self.set_header("Content-Type", content_type)
+
+    # -- serializing ---------------------------------------------------------------------
+
+    @property
+    def edited(self) -> bool:
+        return self._edited
+
+    def to_bytes(self) -> bytes:
+        """The message as it goes on the wire: received bytes with the edits applied."""
+        if not self._edited:
+            return self.raw
+        head = self.head
+        parts: list[str] = [self._sl_text if self._sl_text is not None else head[: self._sl_end]]
+        cur = last_end = self._sl_end
+        for f in self.fields:
+            if f.start >= 0:
+                if f.text is not None:
+                    if cur < f.start:
+                        parts.append(head[cur : f.start])
+                    parts.append(f.text)
+                    cur = f.end
+                last_end = f.end
+            else:
+                if cur < last_end:
+                    parts.append(head[cur:last_end])
+                parts.append(f.text)  # type: ignore[arg-type]
+                cur = last_end
+        parts.append(head[cur:])
+        out = "".join(parts).encode("utf-8", "surrogateescape")
+        # The empty line as received (a datagram whose header section was never closed
+        # gets one), then the body.
+        blank = self.raw[self._head_bytes : self._body_off] or b"\r\n"
+        return out + blank + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+class Request(Message):
+    """A SIP request (RFC 3261 §7.1)."""
+
+    __slots__ = ("method", "ruri", "version")
+
+    method: str
+    ruri: str
+    version: str
+
+    @property
+    def uri(self):
+        """The Request-URI, parsed (SipUri, TelUri or AbsoluteUri). Raises SipParseError."""
+        v = self._memo.get("ruri")
+        if v is None:
+            v = self._memo["ruri"] = parse_uri(self.ruri)
+        return v
+
+    def set_ruri(self, uri: str) -> None:
+        """Rewrite the Request-URI (RFC 3261 §16.6 step 2)."""
+        uri = str(uri)
+        if not uri or any(c in uri for c in " \t\r\n"):
+            raise LocalProtocolError(f"not a valid Request-URI: {uri!r}")
+        self.ruri = uri
+        self._memo.pop("ruri", None)
+        self._sl_text = f"{self.method} {uri} {self.version}\r\n"
+        self._edited = True
+
+    @property
+    def in_dialog(self) -> bool:
+        """True when the To header has a tag (RFC 3261 §12.2)."""
+        return self.to.tag is not None
+
+    def make_response(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> bytes:
+        """Build a response to this request (RFC 3261 §8.2.6).
+
+        Via lines, From, Call-ID and CSeq are copied; To too, with ``to_tag`` added when
+        it has none and the status is above 100 (§8.2.6.2). Content-Length is set.
+        Values are copied as received, so this works on requests whose headers are not
+        all well-formed (the 400 for such a request must still reach the sender).
+        """
+        if not 100 <= status <= 699:
+            raise LocalProtocolError(f"status {status} is outside 100-699")
+        if reason is None:
+            reason = reason_phrase(status)
+        if any(c in reason for c in "\r\n"):
+            raise LocalProtocolError("reason phrase contains a line break")
+        lines = [f"SIP/2.0 {status} {reason}\r\n"]
+        for f in self.fields:
+            if f.value is None:
+                continue
+            key = f.key
+            if key in ("via", "from", "call-id", "cseq"):
+                lines.append(f"{f.name}: {f.value}\r\n")
+            elif key == "to":
+                value = f.value
+                if to_tag and status > 100 and not _has_tag(value):
+                    value = f"{value};tag={to_tag}"
+                lines.append(f"{f.name}: {value}\r\n")
+        for name, value in headers:
+            lines.append(self._line(name, value))
+        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        return "".join(lines).encode("utf-8", "surrogateescape") + body
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.ruri}>"
+
+
+def _has_tag(to_value: str) -> bool:
+    """Does a To value carry a tag? Cheap check first; the grammar when in doubt."""
+    if "tag" not in to_value.lower():
+        return False
+    try:
+        return parse_name_addr(to_value).tag is not None
+    except SipParseError:
+        return ";tag=" in to_value.lower()
+
+
+class Response(Message):
+    """A SIP response (RFC 3261 §7.2)."""
+
+    __slots__ = ("status", "reason", "version")
+
+    status: int
+    reason: str
+    version: str
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def _check_version(version: str) -> str:
+    """RFC 3261 §7.1: SIP-Version is "SIP/2.0" (the literal is case-insensitive, §25).
+    Another well-formed version is answered 505 (§8.2.2.1 / RFC 4475 §3.1.2.16)."""
+    if version == "SIP/2.0":
+        return version
+    upper = version.upper()
+    if upper == "SIP/2.0":
+        return "SIP/2.0"
+    if upper.startswith("SIP/"):
+        major, dot, minor = upper[4:].partition(".")
+        if dot and major.isdigit() and minor.isdigit():
+            raise SipParseError("Version Not Supported", 505, version[:20])
+    raise SipParseError("Bad Request-Line", 400, f"version {version[:20]!r}")
+
+
+def parse_message(
+    data: bytes,
+    *,
+    datagram: bool = True,
+    request_cls: type[Request] = Request,
+    response_cls: type[Response] = Response,
+) -> Request | Response:
+    """Parse one SIP message.
+
+    :param data: the datagram, or one message framed off a stream.
+    :param datagram: UDP rules (RFC 3261 §18.3): without Content-Length the body runs to the
+        end of the datagram; bytes beyond Content-Length are not part of the message.
+    :param request_cls: class to build requests as (the script layer's subclass).
+    :raises SipParseError: with ``status_hint`` (None for a response, which is never answered).
+    """
+    n = len(data)
+    if n > MAX_MESSAGE_SIZE:
+        raise SipParseError("Message Too Large", 513, f"{n} bytes")
+    start = 0
+    # §7.5: CRLFs before the start line are ignored.
+    while start < n and data[start] in (13, 10):
+        start += 1
+    if start == n:
+        raise SipParseError("Empty Message", None)
+
+    # The header section ends at the first empty line; bare-LF endings accepted liberally.
+    crlf = data.find(b"\n\r\n", start)
+    lf = data.find(b"\n\n", start)
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        head_end, body_start = lf + 1, lf + 2
+    elif crlf >= 0:
+        head_end, body_start = crlf + 1, crlf + 3
+    elif datagram and data.endswith(b"\n"):
+        head_end = body_start = n  # header section not closed: accepted on a datagram
+    else:
+        raise SipParseError("Incomplete Message", 400)
+
+    head = data[start:head_end].decode("utf-8", "surrogateescape")
+    sl_end = head.find("\n") + 1
+    first = head[: sl_end - 1]
+    if first.endswith("\r"):
+        first = first[:-1]
+
+    msg: Request | Response
+    if first.startswith("SIP/") or first[:4].upper() == "SIP/":
+        msg = _parse_status_line(first, response_cls)
+    else:
+        msg = _parse_request_line(first, request_cls)
+
+    # Header lines (§7.3): name HCOLON value, continuation lines start with SP or HTAB.
+    fields: list[_Field] = []
+    append = fields.append
+    hlen = len(head)
+    pos = sl_end
+    if pos < hlen and head[pos] in " \t":
+        raise SipParseError("Bad Header", 400, "continuation line right after the start line")
+    find = head.find
+    while pos < hlen:
+        eol = find("\n", pos)
+        nxt = eol + 1
+        folded = False
+        while nxt < hlen and head[nxt] in " \t":
+            folded = True
+            eol = find("\n", nxt)
+            nxt = eol + 1
+        colon = find(":", pos, eol)
+        if colon < 0:
+            raise SipParseError("Bad Header", 400, f"no colon in {head[pos:min(eol, pos + 40)]!r}")
+        name = head[pos:colon]
+        if name[-1:] in (" ", "\t"):
+            name = name.rstrip(" \t")
+        value = head[colon + 1 : eol]
+        if folded:
+            value = _unfold(value)
+        value = value.strip(" \t\r")
+        append(_Field(_key(name), name, value, pos, nxt))
+        pos = nxt
+        if len(fields) > MAX_HEADER_FIELDS:
+            raise SipParseError("Too Many Headers", 513, f"more than {MAX_HEADER_FIELDS} lines")
+
+    msg.head = head
+    msg.fields = fields
+    msg._sl_end = sl_end
+    msg._sl_text = None
+    msg._memo = {}
+    msg._edited = False
+    msg.source = None
+    head_bytes = head_end - start
+    msg._head_bytes = head_bytes
+    msg._body_off = body_start - start
+
+    # §18.3 / §20.14: the body is Content-Length bytes long.
+    cl = msg.content_length
+    if cl is None:
+        if not datagram and body_start < n:
+            raise SipParseError("Missing Content-Length", 400)
+        end = n
+    else:
+        end = body_start + cl
+        if end > n:
+            # "If the transport packet ends before the end of the message body, this is
+            # considered an error ... the element SHOULD generate a 400" (§18.3).
+            raise SipParseError("Bad Content-Length", 400, f"Content-Length {cl}, {n - body_start} bytes of body")
+    msg.body = data[body_start:end]
+    msg.raw = data if (start == 0 and end == n) else data[start:end]
+    return msg
+
+
+def _parse_request_line(line: str, cls: type[Request]) -> Request:
+    # §7.1: Method SP Request-URI SP SIP-Version; exactly one SP between elements
+    # (RFC 4475 §3.1.2.7 lwsstart, §3.1.2.9 lwsruri).
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise SipParseError("Bad Request-Line", 400, line[:80])
+    method, ruri, version = parts
+    if method not in _KNOWN_METHODS and (not method or not _TOKEN_CHARS.issuperset(method)):
+        raise SipParseError("Bad Request-Line", 400, f"method {method[:40]!r}")
+    if not ruri or "\t" in ruri or ":" not in ruri:
+        raise SipParseError("Bad Request-URI", 400, ruri[:80])
+    req = cls.__new__(cls)
+    req.method = method
+    req.ruri = ruri
+    req.version = _check_version(version)
+    return req
+
+
+def _parse_status_line(line: str, cls: type[Response]) -> Response:
+    # §7.2: SIP-Version SP Status-Code SP Reason-Phrase. Responses are never answered, so
+    # errors carry no status hint: the caller drops the message.
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if len(code) != 3 or not code.isdigit() or not "100" <= code <= "699":
+        raise SipParseError("Bad Status-Line", None, line[:80])
+    try:
+        version = _check_version(version)
+    except SipParseError as e:
+        raise SipParseError(e.reason, None, e.detail) from None
+    res = cls.__new__(cls)
+    res.status = int(code)
+    res.reason = reason
+    res.version = version
+    return res
+
+
+_REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
+    423: "Interval Too Brief", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
+    604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+
+def reason_phrase(status: int) -> str:
+    """The RFC 3261 §21 reason phrase for a status code (or a class default)."""
+    return _REASONS.get(status) or _REASONS.get(status // 100 * 100, "Unknown")
