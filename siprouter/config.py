@@ -176,7 +176,9 @@ def _check_listen(value: Any, ctx: _Context) -> tuple[ListenSpec, ...]:
     from siprouter.transport.types import parse_socket_spec
 
     if not isinstance(value, list | tuple):
-        raise _Invalid(f'expected an array of "PROTO:HOST:PORT" strings, e.g. ["{DEFAULT_LISTEN[0]}"]')
+        raise _Invalid(
+            f'expected an array of "PROTO:HOST:PORT" strings, e.g. ["{DEFAULT_LISTEN[0]}"]'
+        )
     if not value:
         raise _Invalid("expected at least one socket to listen on")
     specs: list[ListenSpec] = []
@@ -191,7 +193,9 @@ def _check_listen(value: Any, ctx: _Context) -> tuple[ListenSpec, ...]:
         if spec in specs:
             raise _Invalid(
                 f"expected each socket once; this one is already server.listen[{specs.index(spec)}]",
-                f"[{i}]", item, True,
+                f"[{i}]",
+                item,
+                True,
             )
         specs.append(spec)
     return tuple(specs)
@@ -203,7 +207,9 @@ def _check_domains(value: Any, ctx: _Context) -> tuple[str, ...]:
     out: list[str] = []
     for i, item in enumerate(value):
         if not isinstance(item, str) or not _is_host(item):
-            raise _Invalid("expected a domain name or IP address (no port, no scheme)", f"[{i}]", item, True)
+            raise _Invalid(
+                "expected a domain name or IP address (no port, no scheme)", f"[{i}]", item, True
+            )
         item = item.lower()
         if item not in out:
             out.append(item)
@@ -253,7 +259,9 @@ def _check_next_hop(value: Any, ctx: _Context) -> str | None:
     from siprouter.sip.errors import SipParseError
     from siprouter.sip.uri import SipUri, parse_uri
 
-    expected = 'expected a SIP URI such as "sip:10.0.0.1:5060" or "sip:proxy.example.com;transport=tcp"'
+    expected = (
+        'expected a SIP URI such as "sip:10.0.0.1:5060" or "sip:proxy.example.com;transport=tcp"'
+    )
     if not isinstance(value, str):
         raise _Invalid(expected)
     if value == "":
@@ -283,7 +291,7 @@ def _freeze(value: Any) -> Any:
 
 def _check_params(value: Any, ctx: _Context) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise _Invalid("expected a table, e.g. [routing.params] or params = { key = \"value\" }")
+        raise _Invalid('expected a table, e.g. [routing.params] or params = { key = "value" }')
     return _freeze(value)
 
 
@@ -314,12 +322,20 @@ def _seconds(value: Any, ctx: _Context) -> float:
         or not math.isfinite(value)
         or not 0 < value <= MAX_IDLE_TIMEOUT
     ):
-        raise _Invalid(f"expected a number of seconds greater than 0 and at most {MAX_IDLE_TIMEOUT:g}")
+        raise _Invalid(
+            f"expected a number of seconds greater than 0 and at most {MAX_IDLE_TIMEOUT:g}"
+        )
     return float(value)
 
 
-def _opt(check: Callable[[Any, _Context], Any], doc: str, type_: str, default: Any = dataclasses.MISSING,
-         default_factory: Any = dataclasses.MISSING, default_doc: str | None = None) -> Any:
+def _opt(
+    check: Callable[[Any, _Context], Any],
+    doc: str,
+    type_: str,
+    default: Any = dataclasses.MISSING,
+    default_factory: Any = dataclasses.MISSING,
+    default_doc: str | None = None,
+) -> Any:
     """A dataclass field that documents and checks one config key."""
     meta = {"check": check, "doc": doc, "type": type_, "default_doc": default_doc}
     if default_factory is not dataclasses.MISSING:
@@ -383,7 +399,7 @@ class RoutingConfig:
     next_hop: str | None = _opt(
         _check_next_hop,
         "Outbound next hop (a SIP URI, e.g. `sip:10.0.0.1:5060`) to which the default script "
-        "forwards requests for foreign domains. Without it they get 403 \"Not relaying\".",
+        'forwards requests for foreign domains. Without it they get 403 "Not relaying".',
         "string (SIP URI)",
         default=None,
         default_doc="unset",
@@ -529,13 +545,17 @@ def _read_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(source, "", None, "cannot read: file not found") from None
     except IsADirectoryError:
-        raise ConfigError(source, "", None, "cannot read: it is a directory, expected a TOML file") from None
+        raise ConfigError(
+            source, "", None, "cannot read: it is a directory, expected a TOML file"
+        ) from None
     except OSError as exc:
         raise ConfigError(source, "", None, f"cannot read: {exc.strerror or exc}") from None
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(source, "", None, f"expected UTF-8 TOML text: {exc.reason} at byte {exc.start}") from None
+        raise ConfigError(
+            source, "", None, f"expected UTF-8 TOML text: {exc.reason} at byte {exc.start}"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", None, f"invalid TOML: {exc}") from None
 
@@ -572,7 +592,9 @@ def load_config(
                 msg = _unknown(section, _SECTIONS).replace("unknown key", "unknown section")
                 raise ConfigError(source, section, _toml_repr(table), msg)
             if not isinstance(table, dict):
-                raise ConfigError(source, section, _toml_repr(table), f"expected a table [{section}]")
+                raise ConfigError(
+                    source, section, _toml_repr(table), f"expected a table [{section}]"
+                )
             for name, value in table.items():
                 key = f"{section}.{name}"
                 fname, converted = _check_value(cls, key, value, source, ctx)
@@ -586,8 +608,12 @@ def load_config(
             section, _, name = key.partition(".")
             cls = _SECTIONS.get(section)
             if cls is None or not name:
-                raise ConfigError(override_source, key, _toml_repr(value),
-                                  "unknown key; expected SECTION.KEY with SECTION one of " + ", ".join(_SECTIONS))
+                raise ConfigError(
+                    override_source,
+                    key,
+                    _toml_repr(value),
+                    "unknown key; expected SECTION.KEY with SECTION one of " + ", ".join(_SECTIONS),
+                )
             fname, converted = _check_value(cls, key, value, override_source, ctx)
             values[section][fname] = converted
 

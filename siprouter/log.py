@@ -50,20 +50,29 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS and not k.startswith("_")}
+    return {
+        k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS and not k.startswith("_")
+    }
 
 
 def _one_line(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n") if (
-        "\n" in text or "\r" in text
-    ) else text
+    return (
+        text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+        if ("\n" in text or "\r" in text)
+        else text
+    )
 
 
 class TextFormatter(logging.Formatter):
     """``2025-01-31T12:00:00.123Z INFO siprouter.transport: message key=value``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_timestamp(record), record.levelname, f"{record.name}:", _one_line(record.getMessage())]
+        parts = [
+            _timestamp(record),
+            record.levelname,
+            f"{record.name}:",
+            _one_line(record.getMessage()),
+        ]
         for key, value in _extras(record).items():
             text = value if isinstance(value, str) else repr(value)
             if not text or " " in text or '"' in text or "=" in text:
@@ -112,7 +121,9 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: IO[str] | None
     try:
         levelno = LEVELS[level.lower()]
     except KeyError:
-        raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}") from None
+        raise ValueError(
+            f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}"
+        ) from None
     if fmt == "text":
         formatter: logging.Formatter = TextFormatter()
     elif fmt == "json":

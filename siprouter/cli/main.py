@@ -55,7 +55,9 @@ def build_config(config_path: Path | None, overrides: dict[str, object]) -> Conf
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", "-V", prog_name="siprouter", message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "--version", "-V", prog_name="siprouter", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """siprouter: a SIP server whose routing logic is plain Python."""
 
@@ -86,7 +88,11 @@ def main() -> None:
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     help="Lowest level logged. Replaces [log] level.",
 )
-@click.option("--check", is_flag=True, help="Only check the configuration, print a summary and exit (0 if valid).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check the configuration, print a summary and exit (0 if valid).",
+)
 def run(
     config_path: Path | None,
     listen: tuple[str, ...],
@@ -119,7 +125,9 @@ def run(
     if config.listen_is_default:
         log.info(
             "siprouter %s starting; listening on %s (the default; use --listen PROTO:HOST:PORT "
-            "or [server] listen in siprouter.toml to listen elsewhere)", __version__, listen_text,
+            "or [server] listen in siprouter.toml to listen elsewhere)",
+            __version__,
+            listen_text,
         )
     else:
         log.info("siprouter %s starting; listening on %s", __version__, listen_text)
