@@ -418,6 +418,16 @@ def test_docs_list_every_key() -> None:
             assert f"| `{f.name}` |" in text, f"{section}.{f.name} is not documented"
 
 
+def test_readme_example_is_valid(tmp_path: Path) -> None:
+    pytest.importorskip("siprouter.sip.uri", reason="the example sets routing.next_hop")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "siprouter.toml").write_text(example, encoding="utf-8")
+    config = load_config(tmp_path / "siprouter.toml")
+    assert config.server.domains == ("example.com",)
+    assert config.routing.params["greeting"] == "hello"
+
+
 def test_docs_file_is_up_to_date() -> None:
     on_disk = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
     assert on_disk == render_docs(), "run: python3 -m siprouter.config > docs/config.md"
