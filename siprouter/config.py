@@ -238,7 +238,8 @@ def _check_data_dir(value: Any, ctx: _Context) -> Path:
     return path
 
 
-_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+# "pkg.module" or "pkg.module:attr" (the loader's module reference form).
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?\Z", re.ASCII)
 
 
 def _check_script(value: Any, ctx: _Context) -> Path | str:
@@ -353,8 +354,8 @@ class ServerConfig:
 
     listen: tuple[ListenSpec, ...] = _opt(
         _check_listen,
-        "Sockets to listen on, each `PROTO:HOST:PORT` with PROTO `udp` or `tcp`; IPv6 addresses "
-        "in brackets (`tcp:[::1]:5060`).",
+        "Sockets to listen on, each `PROTO:HOST:PORT` with PROTO `udp` or `tcp` and HOST an IP "
+        "address, IPv6 in brackets (`tcp:[::1]:5060`). PORT defaults to 5060; 0 picks a free port.",
         "array of strings",
         default=DEFAULT_LISTEN,
         default_doc='["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]',
@@ -391,7 +392,8 @@ class RoutingConfig:
     script: Path | str = _opt(
         _check_script,
         "The routing script: a Python file (a name ending in `.py` or containing `/`; relative to "
-        "the directory of the configuration file) or an importable module name (`pkg.module`).",
+        "the directory of the configuration file) or an importable module (`pkg.module` or "
+        "`pkg.module:attr`).",
         "string",
         default=DEFAULT_SCRIPT,
         default_doc=f'`"{DEFAULT_SCRIPT}"` (the shipped default script)',

@@ -151,6 +151,21 @@ max_connections_per_source = 8
 def test_script_as_module_name(write) -> None:
     config = load_config(write('[routing]\nscript = "mypkg.routes"\n'))
     assert config.routing.script == "mypkg.routes"
+    config = load_config(write('[routing]\nscript = "mypkg.routes:table"\n'))
+    assert config.routing.script == "mypkg.routes:table"
+
+
+def test_default_script_is_the_loaders() -> None:
+    loader = pytest.importorskip("siprouter.script.loader")
+    assert loader.DEFAULT_SCRIPT == DEFAULT_SCRIPT
+
+
+def test_listen_port_defaults_to_5060_and_ipv6_is_normalized() -> None:
+    config = load_config(None, {"server.listen": ["udp:127.0.0.1", "tcp:[0:0::1]:5070"]})
+    assert config.server.listen == (
+        ListenSpec("udp", "127.0.0.1", 5060),
+        ListenSpec("tcp", "::1", 5070),
+    )
 
 
 def test_relative_paths_are_relative_to_the_file_not_cwd(tmp_path: Path, monkeypatch) -> None:
@@ -198,9 +213,9 @@ def test_overrides_without_file_beat_defaults() -> None:
 
 
 def test_bad_override_names_command_line() -> None:
-    err = error_of(None, {"server.listen": ["udp:127.0.0.1:0"]})
+    err = error_of(None, {"server.listen": ["udp:127.0.0.1:70000"]})
     assert str(err) == (
-        'command line: server.listen[0] = "udp:127.0.0.1:0": expected PROTO:HOST:PORT with '
+        'command line: server.listen[0] = "udp:127.0.0.1:70000": expected PROTO:HOST:PORT with '
         "PROTO udp or tcp and PORT 1-65535"
     )
 
@@ -231,126 +246,48 @@ def test_listen_port_out_of_range_message_is_exact(write) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "toml, key, value, expected",
-    [
-        # wrong types
-        (
-            '[server]\nlisten = "udp:127.0.0.1:5060"',
-            "server.listen",
-            '"udp:127.0.0.1:5060"',
-            "expected an array",
-        ),
-        ("[server]\nlisten = []", "server.listen", "[]", "at least one"),
-        ("[server]\nlisten = [5060]", "server.listen[0]", "5060", "PROTO:HOST:PORT"),
-        (
-            '[server]\nlisten = ["sctp:127.0.0.1:5060"]',
-            "server.listen[0]",
-            '"sctp:127.0.0.1:5060"',
-            "PROTO udp or tcp",
-        ),
-        (
-            '[server]\nlisten = ["udp:127.0.0.1"]',
-            "server.listen[0]",
-            '"udp:127.0.0.1"',
-            "PROTO:HOST:PORT",
-        ),
-        (
-            '[server]\nlisten = ["udp:127.0.0.1:5060", "udp:127.0.0.1:5060"]',
-            "server.listen[1]",
-            '"udp:127.0.0.1:5060"',
-            "already server.listen[0]",
-        ),
-        (
-            '[server]\ndomains = "example.com"',
-            "server.domains",
-            '"example.com"',
-            "array of domain names",
-        ),
-        (
-            '[server]\ndomains = ["ok.com", "bad domain"]',
-            "server.domains[1]",
-            '"bad domain"',
-            "domain name or IP",
-        ),
-        (
-            '[server]\ndomains = ["example.com:5060"]',
-            "server.domains[0]",
-            '"example.com:5060"',
-            "no port",
-        ),
-        ("[server]\nhostname = 12", "server.hostname", "12", "host name or IP"),
-        ("[server]\ndata_dir = 1", "server.data_dir", "1", "directory path"),
-        (
-            '[routing]\nreload_on_change = "yes"',
-            "routing.reload_on_change",
-            '"yes"',
-            "true or false",
-        ),
-        ("[routing]\nparams = 3", "routing.params", "3", "expected a table"),
-        (
-            '[routing]\nscript = "no/such/route.py"',
-            "routing.script",
-            '"no/such/route.py"',
-            "does not exist",
-        ),
-        ('[routing]\nscript = "not a module"', "routing.script", '"not a module"', "module name"),
-        (
-            '[log]\nlevel = "verbose"',
-            "log.level",
-            '"verbose"',
-            'expected one of "debug", "info", "warning", "error"',
-        ),
-        ('[log]\nformat = "xml"', "log.format", '"xml"', 'expected one of "text", "json"'),
-        (
-            "[transport]\nmax_message_size = 10",
-            "transport.max_message_size",
-            "10",
-            "integer from 1500",
-        ),
-        ('[transport]\nmax_message_size = "64k"', "transport.max_message_size", '"64k"', "integer"),
-        (
-            "[transport]\nmax_connections_per_source = true",
-            "transport.max_connections_per_source",
-            "true",
-            "integer",
-        ),
-        (
-            "[transport]\nmax_connections_per_source = 0",
-            "transport.max_connections_per_source",
-            "0",
-            "from 1 to",
-        ),
-        ("[transport]\ntcp_idle_timeout = 0", "transport.tcp_idle_timeout", "0", "greater than 0"),
-        (
-            "[transport]\ntcp_idle_timeout = -5.5",
-            "transport.tcp_idle_timeout",
-            "-5.5",
-            "greater than 0",
-        ),
-        (
-            "[transport]\ntcp_idle_timeout = nan",
-            "transport.tcp_idle_timeout",
-            "nan",
-            "number of seconds",
-        ),
-        # unknown keys and sections: typos must not be ignored
-        (
-            "[server]\nlisen = []",
-            "server.lisen",
-            "[]",
-            'unknown key; expected one of listen, domains, hostname, data_dir (did you mean "listen"?)',
-        ),
-        (
-            '[sever]\nlisten = ["udp:127.0.0.1:5060"]',
-            "sever",
-            '{listen = ["udp:127.0.0.1:5060"]}',
-            'unknown section; expected one of server, routing, log, transport (did you mean "server"?)',
-        ),
-        ('[log]\nlevel = "info"\ncolour = true', "log.colour", "true", "unknown key"),
-        ('server = "x"', "server", '"x"', "expected a table [server]"),
-    ],
-)
+# One case per kind of error: (file text, dotted key, value as shown, part of the expectation).
+# fmt: off
+ERROR_CASES = [
+    # wrong types and bad values
+    ('[server]\nlisten = "udp:127.0.0.1:5060"', "server.listen", '"udp:127.0.0.1:5060"', "expected an array"),
+    ("[server]\nlisten = []", "server.listen", "[]", "at least one"),
+    ("[server]\nlisten = [5060]", "server.listen[0]", "5060", "PROTO:HOST:PORT"),
+    ('[server]\nlisten = ["sctp:127.0.0.1:5060"]', "server.listen[0]", '"sctp:127.0.0.1:5060"', "PROTO udp or tcp"),
+    ('[server]\nlisten = ["udp:127.0.0.1:"]', "server.listen[0]", '"udp:127.0.0.1:"', "PROTO:HOST:PORT"),
+    ('[server]\nlisten = ["udp:localhost:5060"]', "server.listen[0]", '"udp:localhost:5060"', "PROTO:HOST:PORT"),
+    ('[server]\nlisten = ["udp:127.0.0.1:5060", "udp:127.0.0.1:5060"]', "server.listen[1]",
+     '"udp:127.0.0.1:5060"', "already server.listen[0]"),
+    ('[server]\ndomains = "example.com"', "server.domains", '"example.com"', "array of domain names"),
+    ('[server]\ndomains = ["ok.com", "bad domain"]', "server.domains[1]", '"bad domain"', "domain name or IP"),
+    ('[server]\ndomains = ["example.com:5060"]', "server.domains[0]", '"example.com:5060"', "no port"),
+    ("[server]\nhostname = 12", "server.hostname", "12", "host name or IP"),
+    ("[server]\ndata_dir = 1", "server.data_dir", "1", "directory path"),
+    ('[routing]\nreload_on_change = "yes"', "routing.reload_on_change", '"yes"', "true or false"),
+    ("[routing]\nparams = 3", "routing.params", "3", "expected a table"),
+    ('[routing]\nscript = "no/such/route.py"', "routing.script", '"no/such/route.py"', "does not exist"),
+    ('[routing]\nscript = "not a module"', "routing.script", '"not a module"', "module name"),
+    ('[log]\nlevel = "verbose"', "log.level", '"verbose"', 'expected one of "debug", "info", "warning", "error"'),
+    ('[log]\nformat = "xml"', "log.format", '"xml"', 'expected one of "text", "json"'),
+    ("[transport]\nmax_message_size = 10", "transport.max_message_size", "10", "integer from 1500"),
+    ('[transport]\nmax_message_size = "64k"', "transport.max_message_size", '"64k"', "integer"),
+    ("[transport]\nmax_connections_per_source = true", "transport.max_connections_per_source", "true", "integer"),
+    ("[transport]\nmax_connections_per_source = 0", "transport.max_connections_per_source", "0", "from 1 to"),
+    ("[transport]\ntcp_idle_timeout = 0", "transport.tcp_idle_timeout", "0", "greater than 0"),
+    ("[transport]\ntcp_idle_timeout = -5.5", "transport.tcp_idle_timeout", "-5.5", "greater than 0"),
+    ("[transport]\ntcp_idle_timeout = nan", "transport.tcp_idle_timeout", "nan", "number of seconds"),
+    # unknown keys and sections: typos must not be ignored
+    ("[server]\nlisen = []", "server.lisen", "[]",
+     'unknown key; expected one of listen, domains, hostname, data_dir (did you mean "listen"?)'),
+    ('[sever]\nlisten = ["udp:127.0.0.1:5060"]', "sever", '{listen = ["udp:127.0.0.1:5060"]}',
+     'unknown section; expected one of server, routing, log, transport (did you mean "server"?)'),
+    ('[log]\nlevel = "info"\ncolour = true', "log.colour", "true", "unknown key"),
+    ('server = "x"', "server", '"x"', "expected a table [server]"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("toml, key, value, expected", ERROR_CASES)
 def test_error_names_file_key_value_and_expectation(write, toml, key, value, expected) -> None:
     err = error_of(write(toml + "\n"))
     assert err.source == "siprouter.toml"

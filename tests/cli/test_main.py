@@ -121,9 +121,9 @@ def test_missing_config_file_exits_2(cli) -> None:
 
 
 def test_bad_listen_flag_exits_2(cli) -> None:
-    result = cli("run", "--check", "--listen", "udp:127.0.0.1:0")
+    result = cli("run", "--check", "--listen", "udp:127.0.0.1:99999")
     assert result.exit_code == 2
-    assert 'command line: server.listen[0] = "udp:127.0.0.1:0"' in result.output
+    assert 'command line: server.listen[0] = "udp:127.0.0.1:99999"' in result.output
 
 
 def test_bad_log_level_flag_exits_2(cli) -> None:
