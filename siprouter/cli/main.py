@@ -91,7 +91,8 @@ def main() -> None:
 @click.option(
     "--check",
     is_flag=True,
-    help="Only check the configuration, print a summary and exit (0 if valid).",
+    help="Only check the configuration and load the routing script, print a summary and "
+    "exit (0 if both are usable, 2 if not).",
 )
 def run(
     config_path: Path | None,
@@ -114,6 +115,7 @@ def run(
     }
     config = build_config(config_path, overrides)
     if check:
+        _check_script(config)
         click.echo(_summary(config))
         return
 
@@ -135,6 +137,17 @@ def run(
     from siprouter.server import run as run_server
 
     sys.exit(run_server(config))
+
+
+def _check_script(config: Config) -> None:
+    """Load the routing script once, as the server would; exit 2 if it is unusable."""
+    from siprouter.script.loader import ScriptError, load_script
+
+    try:
+        load_script(str(config.routing.script))
+    except ScriptError as exc:
+        click.echo(f"siprouter: routing script error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG_ERROR)
 
 
 def _summary(config: Config) -> str:

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,8 @@ from click.testing import CliRunner
 
 from siprouter import __version__
 from siprouter.cli.main import EXIT_CONFIG_ERROR, main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -133,9 +139,82 @@ def test_bad_log_level_flag_exits_2(cli) -> None:
 
 
 def test_python_dash_m_entry_point() -> None:
-    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-m", "siprouter", "--version"],
-        cwd=repo, capture_output=True, text=True, timeout=30, check=True,
+        cwd=REPO, capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == f"siprouter {__version__}"
+
+
+def test_check_loads_the_routing_script(cli, tmp_path: Path) -> None:
+    (tmp_path / "route.py").write_text("async def request_route(req, ctx):\n    return None\n")
+    result = cli("run", "--check", "--script", "route.py")
+    assert result.exit_code == 0, result.output
+    (tmp_path / "broken.py").write_text("async def request_route(req, ctx):\n    return (\n")
+    result = cli("run", "--check", "--script", "broken.py")
+    assert result.exit_code == 2
+    assert "routing script error: " in result.output
+    assert "broken.py:" in result.output
+    assert "Traceback" not in result.output
+
+
+def _run_server(args: list[str], tmp_path: Path, wait_for: str) -> tuple[int, list[str]]:
+    """Start ``python -m siprouter run ARGS``, read stderr until a line contains
+    ``wait_for`` (at most 15 s), then SIGTERM it; returns (exit status, stderr lines)."""
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(REPO)}
+    env.pop("SIPROUTER_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "siprouter", "run", *args],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    deadline = time.monotonic() + 15
+    try:
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+            if ready:
+                line = proc.stderr.readline()
+                if not line:
+                    break  # the server exited
+                lines.append(line)
+                if wait_for in line:
+                    break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=15)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines.extend(rest.splitlines(keepends=True))
+    return proc.returncode, lines
+
+
+def test_run_logs_then_serves_until_sigterm(tmp_path: Path) -> None:
+    status, lines = _run_server(
+        ["--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"], tmp_path, "listening on"
+    )
+    assert status == 0, "".join(lines)
+    assert "starting" in lines[0] and "udp:127.0.0.1:0" in lines[0]
+    assert "to listen elsewhere" not in lines[0]  # only said for the default sockets
+    assert any("listening on" in line for line in lines)
+    assert all(line.count("\n") == 1 for line in lines)  # one line per event
+
+
+def test_first_log_line_says_how_to_listen_elsewhere(tmp_path: Path) -> None:
+    # The embedded default sockets (127.0.0.1:5060) may be taken on this machine; the first
+    # line is written before any socket is opened either way.
+    status, lines = _run_server([], tmp_path, "listening on")
+    assert "udp:127.0.0.1:5060, tcp:127.0.0.1:5060" in lines[0]
+    assert "--listen PROTO:HOST:PORT" in lines[0]
+    assert status in (0, 1), "".join(lines)  # 1: the default port was in use
+
+
+def test_bad_script_stops_run_with_status_2(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("def request_route(req, ctx):\n    return (\n")
+    status, lines = _run_server(
+        ["--listen", "udp:127.0.0.1:0", "--script", "broken.py"], tmp_path, "listening on"
+    )
+    assert status == 2
+    assert any("broken.py:" in line for line in lines)
