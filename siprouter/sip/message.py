@@ -53,6 +53,7 @@ __all__ = [
     "Response",
     "parse_message",
     "reason_phrase",
+    "salvage_response",
 ]
 
 # RFC 3261 §18.1.1 caps what fits in a UDP datagram at 65,535 bytes; no SIP message on a
@@ -734,3 +735,51 @@ _REASONS = {
 def reason_phrase(status: int) -> str:
     """The RFC 3261 §21 reason phrase for a status code (or a class default)."""
     return _REASONS.get(status) or _REASONS.get(status // 100 * 100, "Unknown")
+
+
+_SALVAGE_KEYS = ("via", "from", "to", "call-id", "cseq")
+
+
+def salvage_response(data: bytes, status: int, reason: str, *, to_tag: str) -> bytes | None:
+    """Build a reply to a request that did not parse, from its Via, From, To, Call-ID and
+    CSeq lines copied as received (RFC 3261 §8.2.6.2 asks for those five).
+
+    Returns None when the bytes are not a request (responses are never answered), are an
+    ACK (§17: never answered), or lack one of the five headers (the reply could not be
+    matched by the client anyway: the message is dropped).
+    """
+    text = data[:MAX_MESSAGE_SIZE].decode("utf-8", "surrogateescape").lstrip("\r\n")
+    head = text.replace("\r\n", "\n")
+    head = head.split("\n\n", 1)[0]
+    lines = head.split("\n")
+    first = lines[0]
+    method = first.split(" ", 1)[0]
+    if not first or first[:4].upper() == "SIP/" or method == "ACK":
+        return None
+    # Unfold continuation lines (§7.3.1).
+    unfolded: list[str] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and unfolded:
+            unfolded[-1] += " " + line.strip()
+        else:
+            unfolded.append(line)
+    picked: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for line in unfolded[: MAX_HEADER_FIELDS]:
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not name or not _TOKEN_CHARS.issuperset(name):
+            continue
+        key = canonical_key(name)
+        if key in _SALVAGE_KEYS:
+            value = value.strip(" \t\r")
+            if key == "to" and status > 100 and not _has_tag(value):
+                value = f"{value};tag={to_tag}"
+            picked.append((key, name, value))
+            seen.add(key)
+    if len(seen) != len(_SALVAGE_KEYS):
+        return None
+    out = [f"SIP/2.0 {status} {reason}\r\n"]
+    out.extend(f"{name}: {value}\r\n" for _, name, value in picked)
+    out.append("Content-Length: 0\r\n\r\n")
+    return "".join(out).encode("utf-8", "surrogateescape")

@@ -1,0 +1,428 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The path of a message through the server (DESIGN.md "The path of a message").
+
+How this works
+--------------
+The transport calls ``ProxyCore.on_message(data, source)`` for every datagram or framed
+stream message, synchronously. The core
+
+1. parses it (``parse_message``); a request too broken to parse but readable enough to
+   answer gets a stateless 4xx built from the salvageable headers, anything else is
+   dropped, counted and logged at debug level (rate limited);
+2. requests: runs the sanity stage, then the routing script's ``request_route``, then
+   carries out what the script decided (reply / forward / drop);
+   responses: checks that the topmost Via is ours, runs ``reply_route``, strips our
+   Via and sends the response on by the next Via (§16.11, §18.2.2);
+3. runs the script's coroutine *inline*: it is started with ``send(None)`` and, when it
+   finishes without awaiting anything (the common case), no asyncio Task is created.
+   Only a script that really awaits (a database, DNS …) is handed to the event loop.
+
+Nothing here waits; every send is fire-and-forget on the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from siprouter.proxy.myself import Myself
+from siprouter.proxy.sanity import UnsupportedExtension, check_request, check_response
+from siprouter.proxy.stateless import (
+    DEFAULT_MAX_FORWARDS,
+    is_forbidden_destination,
+    response_target,
+    stateless_branch,
+    stateless_to_tag,
+    uri_target,
+)
+from siprouter.script.api import Context, Drop, Forward, Reply, Request, Response
+from siprouter.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
+from siprouter.sip.message import parse_message, salvage_response
+from siprouter.sip.uri import SipUri
+from siprouter.transport.types import Source, Target
+
+__all__ = ["ProxyCore", "CoreStats"]
+
+log = logging.getLogger("siprouter.core")
+
+# At most this many "bad message" debug lines per second, so a flood of garbage cannot
+# fill the disk (STYLE.md §2: drop, count, log a truncated copy with rate limiting).
+_BAD_LOG_PER_SECOND = 10
+# Parsed destination URIs kept for reuse (scripts forward to a handful of fixed next hops).
+_TARGET_CACHE_SIZE = 256
+
+
+class CoreStats:
+    """Counters kept on the hot path: plain int attributes, no locks, no labels."""
+
+    __slots__ = ("rcv_requests", "rcv_replies", "fwd_requests", "fwd_replies", "sent_replies",
+                 "drop_requests", "drop_replies", "bad_msgs", "script_errors")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _no_script(req: Request, ctx: Context) -> None:
+    req.reply(500, "No Routing Script")
+
+
+class ProxyCore:
+    """Parse → sanity → script → actions, for every received message.
+
+    :param transport: ``TransportManager`` or anything with ``sockets``, ``send``,
+        ``send_to_source`` (the testing kit passes a recording one).
+    :param myself: who we are (domains, listen addresses, host name).
+    :param script: a ``LoadedScript`` (``request_route``/``reply_route``); see ``set_script``.
+    :param secret: key for branch and To-tag hashes (random per process by default).
+    """
+
+    def __init__(self, transport: Any, *, myself: Myself, script: Any = None,
+                 params: dict[str, Any] | None = None, next_hop: str | None = None,
+                 secret: bytes | None = None) -> None:
+        self.transport = transport
+        self.local = myself
+        self.secret = secret or os.urandom(16)
+        self.context = Context(self, params=params, next_hop=next_hop)
+        self.stats = CoreStats()
+        self.script: Any = None
+        self._request_route: Callable[..., Any] = _no_script
+        self._reply_route: Callable[..., Any] | None = None
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._targets: dict[str, Target] = {}
+        self._out_sockets: dict[tuple[str, bool], Any] = {}
+        self._bad_log_window = 0.0
+        self._bad_log_count = 0
+        if script is not None:
+            self.set_script(script)
+
+    # -- script ----------------------------------------------------------------------------
+
+    def set_script(self, script: Any) -> None:
+        """Swap the routing functions in one step; messages being handled keep theirs."""
+        self._request_route, self._reply_route = script.request_route, script.reply_route
+        self.script = script
+
+    def _run(self, fn: Callable[..., Any], msg: Any, then: Callable[[Any], None]) -> None:
+        """Call a route function and, when it is done, ``then(msg)``."""
+        try:
+            result = fn(msg, self.context)
+            if result is not None and hasattr(result, "send"):
+                try:
+                    yielded = result.send(None)
+                except StopIteration:
+                    pass
+                else:
+                    fut = asyncio.ensure_future(self._resume(result, yielded, msg, then))
+                    self._pending.add(fut)
+                    fut.add_done_callback(self._pending.discard)
+                    return
+        except Exception as e:  # noqa: BLE001 - a script bug must not kill the worker
+            self._script_failed(msg, e)
+            return
+        then(msg)
+
+    async def _resume(self, coro: Any, yielded: Any, msg: Any, then: Callable[[Any], None]) -> None:
+        """Finish a route coroutine that awaited something, on the event loop."""
+        try:
+            while True:
+                if yielded is None:
+                    await asyncio.sleep(0)
+                else:
+                    # The coroutine yielded an asyncio future (it awaits it): wait until it
+                    # is done, then let the coroutine pick up its result.
+                    yielded._asyncio_future_blocking = False
+                    await asyncio.wait((yielded,))
+                try:
+                    yielded = coro.send(None)
+                except StopIteration:
+                    break
+        except Exception as e:  # noqa: BLE001
+            self._script_failed(msg, e)
+            return
+        then(msg)
+
+    def _script_failed(self, msg: Any, exc: Exception) -> None:
+        self.stats.script_errors += 1
+        where = getattr(self.script, "name", "script")
+        log.error("routing script %s failed on %r: %s", where, msg, exc, exc_info=exc)
+        if isinstance(msg, Request) and msg.method != "ACK" and msg.outcome is None:
+            self._send_reply(msg, 500, "Server Internal Error")
+
+    async def drain(self) -> None:
+        """Wait until every script call still running has finished."""
+        while self._pending:
+            await asyncio.wait(list(self._pending))
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def on_message(self, data: bytes, source: Source) -> None:
+        """Handle one received message. Never raises for bad input."""
+        try:
+            msg = parse_message(data, datagram=source.proto == "udp",
+                                request_cls=Request, response_cls=Response)
+        except SipParseError as e:
+            self._bad_message(data, source, e)
+            return
+        msg.source = source
+        if type(msg) is Request:
+            self.stats.rcv_requests += 1
+            self._on_request(msg)
+        else:
+            self.stats.rcv_replies += 1
+            self._on_response(msg)  # type: ignore[arg-type]
+
+    def on_stream_error(self, exc: SipParseError, source: Source, partial: bytes) -> None:
+        """The transport's hook for a stream that cannot be framed: answer if possible."""
+        self._bad_message(partial, source, exc)
+
+    def _bad_message(self, data: bytes, source: Source, e: RemoteProtocolError) -> None:
+        self.stats.bad_msgs += 1
+        if log.isEnabledFor(logging.DEBUG):
+            now = time.monotonic()
+            if now - self._bad_log_window >= 1.0:
+                self._bad_log_window, self._bad_log_count = now, 0
+            if self._bad_log_count < _BAD_LOG_PER_SECOND:
+                self._bad_log_count += 1
+                log.debug("bad message from %s: %s; first bytes %r", source, e, data[:120])
+        if e.status_hint is None:
+            return
+        reply = salvage_response(data, e.status_hint, e.reason,
+                                 to_tag=os.urandom(6).hex())
+        if reply is not None:
+            self.stats.sent_replies += 1
+            self.transport.send_to_source(reply, source)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _on_request(self, req: Request) -> None:
+        req.outcome = None
+        req.destination = None
+        try:
+            check_request(req)
+        except RemoteProtocolError as e:
+            self.stats.bad_msgs += 1
+            if req.method == "ACK" or e.status_hint is None:
+                return
+            headers = ()
+            if isinstance(e, UnsupportedExtension):
+                headers = (("Unsupported", ", ".join(e.unsupported)),)
+            self._send_reply(req, e.status_hint, e.reason, headers)
+            return
+        self._run(self._request_route, req, self._finish_request)
+
+    def _finish_request(self, req: Request) -> None:
+        outcome = req.outcome
+        if type(outcome) is Forward:
+            self._forward(req, outcome.destination or req.destination)
+        elif type(outcome) is Reply:
+            self._send_reply(req, outcome.status, outcome.reason, outcome.headers, outcome.body)
+        else:
+            self.stats.drop_requests += 1
+            if outcome is None and log.isEnabledFor(logging.DEBUG):
+                log.debug("request_route ended without reply/forward/drop: %r dropped "
+                          "(call-id %s)", req, req.call_id)
+
+    def _send_reply(self, req: Request, status: int, reason: str | None,
+                    headers: Any = (), body: bytes = b"") -> None:
+        """Stateless reply (Kamailio ``sl_send_reply``), back the way the request came
+        (§18.2.2: for UDP to the source address, at the rport or sent-by port)."""
+        if req.method == "ACK":
+            return
+        try:
+            data = req.make_response(status, reason, to_tag=stateless_to_tag(req, self.secret),
+                                     headers=headers, body=body)
+        except (RemoteProtocolError, LocalProtocolError) as e:
+            log.debug("cannot reply %d to %r: %s", status, req, e)
+            return
+        self.stats.sent_replies += 1
+        source = req.source
+        if source.proto != "udp":
+            self.transport.send_to_source(data, source)
+            return
+        via = req.top_via
+        port = source.port
+        if via is not None and via.maddr is None and via.rport is None:
+            # §18.2.2: no rport: the sent-by port (the UAC listens there).
+            port = via.port or 5060
+        self.transport.send(data, Target("udp", source.ip, port), prefer=source.local)
+
+    def _target_for(self, uri: str) -> Target:
+        target = self._targets.get(uri)
+        if target is None:
+            target = uri_target(uri)
+            if len(self._targets) < _TARGET_CACHE_SIZE:
+                self._targets[uri] = target
+        return target
+
+    def _out_socket(self, proto: str, host: str, prefer: Any) -> Any:
+        v6 = ":" in host
+        if prefer is not None and prefer.proto == proto and (":" in prefer.host) == v6:
+            return prefer
+        key = (proto, v6)
+        sock = self._out_sockets.get(key)
+        if sock is None:
+            for s in self.transport.sockets:
+                if s.proto == proto and (":" in s.host) == v6:
+                    sock = self._out_sockets[key] = s
+                    break
+        return sock
+
+    def _forward(self, req: Request, destination: str | None) -> None:
+        """Stateless forward (§16.11 with §16.6 steps 3, 6-8)."""
+        # §16.3 step 2 / §16.6 step 3: Max-Forwards.
+        mf = req.max_forwards
+        if mf is not None and mf <= 0:
+            self._send_reply(req, 483, "Too Many Hops")
+            return
+        try:
+            if destination is not None:
+                target = self._target_for(destination)
+                next_uri = destination
+            else:
+                routes = req.routes
+                if routes:
+                    next_uri = str(routes[0].uri)
+                    target = self._target_for(next_uri)
+                else:
+                    next_uri = req.ruri
+                    target = self._target_for(next_uri)
+        except RemoteProtocolError as e:
+            self._send_reply(req, e.status_hint or 400, e.reason)
+            return
+        host = target.host
+        if is_forbidden_destination(host):
+            self._send_reply(req, 403, "Forbidden Destination")
+            return
+        if self.local.is_local_address(host, target.port) or host in self.local.names:
+            # Forwarding to ourselves would loop for ever (Kamailio: "loop detected").
+            self._send_reply(req, 482, "Loop Detected")
+            return
+        sock = self._out_socket(target.proto, host, req.source.local)
+        if sock is None:
+            self._send_reply(req, 503, "No Socket For Transport")
+            return
+        self._stamp_received(req)
+        if mf is None:
+            req.add_header("Max-Forwards", str(DEFAULT_MAX_FORWARDS))
+        else:
+            req.set_header("Max-Forwards", str(mf - 1))
+        branch = stateless_branch(req, self.secret, next_uri)
+        req.insert_via(f"SIP/2.0/{target.proto.upper()} {sock.via_host_port};branch={branch}")
+        self.stats.fwd_requests += 1
+        self.transport.send(req.to_bytes(), target, prefer=sock)
+
+    def _stamp_received(self, req: Request) -> None:
+        """§18.2.1: add ``received`` when the sent-by host is not the source address;
+        RFC 3581 §4: fill in an empty ``rport`` (and then always add ``received``).
+        On a stream transport ``rport`` is filled in too, so the response can find the
+        connection the request came on (§18.2.2), as Kamailio's ``force_rport`` does."""
+        via = req.top_via
+        if via is None:
+            return
+        source = req.source
+        ip = source.ip
+        host = via.host.strip("[]")
+        rport = via.rport
+        force = source.proto != "udp"
+        if host == ip and rport != "" and not force:
+            return
+        params = dict(via.params)
+        if rport == "" or force:
+            params["rport"] = str(source.port)
+            params["received"] = ip
+        elif host != ip:
+            params["received"] = ip
+        else:
+            return
+        text = [f"{via.protocol}/{via.transport} {via.host}"]
+        if via.port is not None:
+            text.append(f":{via.port}")
+        for name, value in params.items():
+            text.append(f";{name}" if value is None else f";{name}={value}")
+        req.replace_top_via("".join(text))
+
+    def loose_route(self, req: Request) -> bool:
+        """RFC 3261 §16.4 Route processing; see ``Context.loose_route``."""
+        routes = req.routes
+        if not routes:
+            return False
+        values = [r.raw for r in routes]
+        uri = req.uri
+        changed = False
+        # §16.4: the previous hop was a strict router: the R-URI is a URI we put in a
+        # Record-Route (ours, with lr). The real R-URI is the last Route value.
+        if isinstance(uri, SipUri) and uri.lr and self.local.is_myself(uri):
+            last = routes[-1]
+            req.set_ruri(str(last.uri))
+            values.pop()
+            routes = routes[:-1]
+            changed = True
+        # §16.4: the topmost Route is ours: remove it.
+        if routes and isinstance(routes[0].uri, SipUri) and self.local.is_myself(routes[0].uri):
+            values.pop(0)
+            routes = routes[1:]
+            changed = True
+        if routes:
+            first = routes[0].uri
+            if isinstance(first, SipUri) and not first.lr:
+                # §16.6 step 6: the next hop is a strict router: it goes in the R-URI and
+                # the R-URI becomes the last Route value.
+                values.pop(0)
+                values.append(f"<{req.ruri}>")
+                req.set_ruri(str(first))
+                changed = True
+            else:
+                req.destination = str(first)
+        if changed:
+            req.remove_header("Route")
+            if values:
+                req.add_header("Route", ", ".join(values))
+        return True
+
+    # -- responses -------------------------------------------------------------------------
+
+    def _on_response(self, res: Response) -> None:
+        res.outcome = None
+        try:
+            check_response(res)
+        except RemoteProtocolError:
+            self.stats.bad_msgs += 1
+            return
+        via = res.top_via
+        # §16.11 / §18.1.2: a response whose topmost Via is not ours is dropped.
+        if not self.local.is_local_address(via.host, via.port or 5060):
+            self.stats.drop_replies += 1
+            return
+        if self._reply_route is not None:
+            self._run(self._reply_route, res, self._finish_response)
+        else:
+            self._finish_response(res)
+
+    def _finish_response(self, res: Response) -> None:
+        if type(res.outcome) is Drop:
+            self.stats.drop_replies += 1
+            return
+        res.remove_top_via()
+        try:
+            vias = res.vias
+        except SipParseError:
+            self.stats.bad_msgs += 1
+            return
+        if not vias:
+            # A response to a request we originated: nothing to forward it to.
+            self.stats.drop_replies += 1
+            return
+        target = response_target(vias[0])
+        if is_forbidden_destination(target.host):
+            self.stats.drop_replies += 1
+            return
+        self.stats.fwd_replies += 1
+        self.transport.send(res.to_bytes(), target, prefer=res.source.local)

@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Wiring: configuration → transports, proxy core, routing script, reload, signals.
+
+``run(config)`` is what ``siprouter run`` calls; ``Server`` is the same thing as an
+object tests can start and stop inside their own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from siprouter.config import Config
+from siprouter.proxy.core import ProxyCore
+from siprouter.proxy.myself import Myself
+from siprouter.script.loader import ScriptError, load_script
+from siprouter.script.reload import ScriptReloader
+from siprouter.transport.manager import TransportLimits, TransportManager
+
+__all__ = ["Server", "run"]
+
+log = logging.getLogger("siprouter.server")
+
+
+class Server:
+    """One siprouter process: listens, routes, reloads its script.
+
+    :raises ScriptError: from ``start`` when the routing script cannot be loaded.
+    :raises OSError: from ``start`` when a socket cannot be bound (the message names it).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.core: ProxyCore | None = None
+        self.transport: TransportManager | None = None
+        self.reloader: ScriptReloader | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        spec = str(cfg.routing.script)
+        script = load_script(spec)
+        log.info("routing script: %s", script.name)
+        core = ProxyCore(None, myself=Myself(cfg.server.domains, (), cfg.server.hostname),
+                         script=script, params=dict(cfg.routing.params),
+                         next_hop=cfg.routing.next_hop)
+        limits = TransportLimits(
+            max_message_size=cfg.transport.max_message_size,
+            tcp_idle_timeout=cfg.transport.tcp_idle_timeout,
+            max_connections_per_source=cfg.transport.max_connections_per_source,
+        )
+        transport = TransportManager(
+            [(s.proto, s.host, s.port) for s in cfg.server.listen], core.on_message,
+            limits=limits, on_stream_error=core.on_stream_error)
+        await transport.start()
+        core.transport = transport
+        # Only now are the real ports known (port 0 asks for any free one).
+        core.local = Myself(cfg.server.domains, transport.sockets, cfg.server.hostname)
+        self.core, self.transport = core, transport
+        log.info("listening on %s", ", ".join(str(s) for s in transport.sockets))
+
+        self.reloader = ScriptReloader(spec, core.set_script, watch=cfg.routing.reload_on_change)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            self.reloader.install_sighup(loop)
+        if cfg.routing.reload_on_change:
+            self._tasks.append(asyncio.ensure_future(self.reloader.run()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.core is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.core.drain(), 2.0)
+        if self.transport is not None:
+            await self.transport.close()
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM or SIGINT; returns the exit status."""
+    server = Server(config)
+    try:
+        await server.start()
+    except ScriptError as e:
+        log.error("%s", e)
+        await server.stop()
+        return 2
+    except OSError as e:
+        log.error("cannot listen: %s", e)
+        await server.stop()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop()
+    return 0
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (the ``uvloop`` extra), plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(config: Config) -> int:
+    """Run the server in the foreground (``siprouter run``). Returns the exit status."""
+    loop = _new_event_loop()
+    log.debug("event loop: %s", type(loop).__module__)
+    try:
+        return loop.run_until_complete(serve(config))
+    finally:
+        loop.close()
