@@ -113,13 +113,16 @@ class Resolver:
     :param hosts_path: static table consulted before DNS.
     :param dns_resolver: a ``dns.asyncresolver.Resolver``; by default one is made
         from /etc/resolv.conf on first use.
+    :param lifetime: seconds one DNS query may take, retries included.
     :param clock: monotonic clock (injectable for tests).
     """
 
     def __init__(self, *, hosts_path: str = "/etc/hosts",
                  dns_resolver: dns.asyncresolver.Resolver | None = None,
+                 lifetime: float = DNS_LIFETIME,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.hosts = HostsFile(hosts_path, clock=clock)
+        self.lifetime = lifetime
         self._dns = dns_resolver
         self._clock = clock
         self._cache: dict[str, tuple[float, list[str]]] = {}
@@ -180,7 +183,7 @@ class Resolver:
     async def _rrset(self, resolver: dns.asyncresolver.Resolver, name: str,
                      rdtype: str) -> tuple[list[str], float | None]:
         try:
-            answer = await resolver.resolve(name, rdtype, lifetime=DNS_LIFETIME,
+            answer = await resolver.resolve(name, rdtype, lifetime=self.lifetime,
                                             search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return [], None
