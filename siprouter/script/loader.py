@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_SCRIPT", "LoadedScript", "ScriptError", "load_script", "is_file_spec"]
+__all__ = ["DEFAULT_SCRIPT", "LoadedScript", "ScriptError", "load_script", "script_from_module",
+           "is_file_spec"]
 
 #: The module loaded when no script is configured.
 DEFAULT_SCRIPT = "siprouter.script.default"
@@ -107,6 +108,16 @@ def load_script(spec: str | os.PathLike[str] | None) -> LoadedScript:
     if is_file_spec(spec):
         return _load_file(spec)
     return _load_module_ref(str(spec))
+
+
+def script_from_module(module: types.ModuleType, name: str | None = None) -> LoadedScript:
+    """Wrap an already imported module as a script, without executing it again (the
+    testing kit's ``ScriptTester(route_module)``).
+
+    :raises ScriptError: no usable ``request_route(req, ctx)`` in it.
+    """
+    display = getattr(module, "__file__", None) or module.__name__
+    return _finish(name or module.__name__, None, module, module, display)
 
 
 # --- files ---------------------------------------------------------------------------
@@ -310,11 +321,11 @@ def _check_signature(fn: Any, what: str, display: str) -> None:
         sig.bind(None, None)
     except TypeError:
         where = _where_defined(fn, display)
-        params = ", ".join(str(p) for p in sig.parameters.values())
+        params = str(sig.replace(return_annotation=sig.empty))
         fname = getattr(fn, "__name__", what)
         role = "" if fname == what else f" (used as {what})"
         raise ScriptError(
-            f"{where}: {fname}({params}){role} must take exactly two positional parameters: "
+            f"{where}: {fname}{params}{role} must take exactly two positional parameters: "
             f"{expected}",
             where.rpartition(":")[0] or display, _line_of(where),
         ) from None
