@@ -425,7 +425,7 @@ class TransportManager:
         self._udp_by_family.setdefault(local.family, ep)
         self.sockets.append(local)
         self._loop.add_reader(ep.fd, self._on_udp_readable, ep)
-        log.info("listening on %s", local)
+        log.debug("listening on %s", local)
 
     async def _start_tcp(self, host: str, port: int) -> None:
         sock, real_port = self._open_socket("tcp", host, port)
@@ -440,7 +440,7 @@ class TransportManager:
         self._servers.append(server)
         self._tcp_by_family.setdefault(local.family, local)
         self.sockets.append(local)
-        log.info("listening on %s", local)
+        log.debug("listening on %s", local)
 
     # --- UDP receive (hot path) -----------------------------------------------------
 

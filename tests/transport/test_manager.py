@@ -508,3 +508,41 @@ async def test_is_local_ipv6(make_manager) -> None:
     assert manager.is_local("::1", tcp.port, "tcp")
     assert not manager.is_local("2001:db8::99", tcp.port)
     assert not manager.is_local("127.0.0.1", tcp.port)
+
+
+async def test_udp_send_queue_when_the_kernel_buffer_is_full(make_manager, tmp_path,
+                                                             monkeypatch) -> None:
+    # A UNIX datagram socket with a short receive queue makes sendto() hit EAGAIN
+    # reliably (loopback UDP practically never does); the endpoint must queue, flush
+    # in order once the receiver reads, and drop beyond its bound.
+    from siprouter.transport import manager as manager_module
+    from siprouter.transport.types import ListenSocket
+
+    manager, _ = await make_manager("udp:127.0.0.1:0")
+    path = str(tmp_path / "rx")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.setblocking(False)
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.setblocking(False)
+    monkeypatch.setattr(manager_module, "UDP_SEND_QUEUE_MAX", 40)
+    ep = manager_module._UdpEndpoint(sender, ListenSocket("udp", "127.0.0.1", 0), manager)
+    with receiver, sender:
+        for n in range(100):
+            ep.sendto(b"%d" % n, path)  # type: ignore[arg-type]
+        assert manager.stats["tx_queued"] == 40
+        sent_at_once = manager.stats["tx_datagrams"]
+        assert 0 < sent_at_once < 60
+        assert manager.stats["tx_dropped"] == 100 - 40 - sent_at_once
+        got: list[bytes] = []
+        expected = sent_at_once + 40
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while len(got) < expected and loop.time() < deadline:
+            try:
+                got.append(receiver.recv(100))
+            except BlockingIOError:
+                await asyncio.sleep(0.002)
+    assert got == [b"%d" % n for n in range(expected)]
+    assert not ep.queue
+    assert manager.stats["tx_datagrams"] == expected
