@@ -458,6 +458,8 @@ class TransportManager:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
+                if self._closed:
+                    break  # on_message closed us; the socket is gone
                 stats["rx_errors"] += 1
                 log.debug("udp receive on %s failed: %s", local, exc)
                 continue
