@@ -23,6 +23,10 @@ that name only, never under a name another import owns. The previous generation 
 same script is removed from ``sys.modules``; functions still running keep their module
 alive through their globals.
 
+A file script's directory is added to the end of ``sys.path`` (once), so the script can
+import modules that sit beside it. Those are imported once, like any import: a reload
+runs the script again but does not re-import its helpers.
+
 A module reference that has no Python source (an extension module, say) is imported the
 normal way and cannot be reloaded.
 
@@ -137,6 +141,11 @@ def _load_file(spec: str | os.PathLike[str]) -> LoadedScript:
     module.__spec__ = importlib.machinery.ModuleSpec(modname, None, origin=str(path))
     module.__spec__.has_location = True
     module.__package__ = ""
+    # As when Python runs a file, the script's directory is importable, so it can
+    # ``import helpers`` from beside it. Appended, so it cannot shadow the stdlib.
+    directory = str(path.parent)
+    if directory not in sys.path:
+        sys.path.append(directory)
     _execute(source, path, name, module, spec_key=str(path))
     return _finish(name, path, module, module, name)
 

@@ -109,6 +109,23 @@ def test_dataclasses_and_odd_file_names_work(in_tmp):
     assert script.module.__name__.isidentifier()
 
 
+def test_file_script_can_import_a_module_beside_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    write(tmp_path / "conf" / "siprouter_test_helpers_beside.py", "GATEWAY = 'sip:10.0.0.5'\n")
+    write(tmp_path / "conf" / "route.py", """
+        from siprouter_test_helpers_beside import GATEWAY
+
+        def request_route(req, ctx):
+            return GATEWAY
+    """)
+    try:
+        script = load_script(tmp_path / "conf" / "route.py")
+        assert script.request_route(None, None) == "sip:10.0.0.5"
+        assert sys.path[-1] == str(tmp_path / "conf")
+    finally:
+        sys.modules.pop("siprouter_test_helpers_beside", None)
+
+
 def test_default_script_when_spec_is_none():
     script = load_script(None)
     assert script.name == DEFAULT_SCRIPT

@@ -207,3 +207,39 @@ async def test_message_in_flight_finishes_with_the_script_it_started_with(tmp_pa
     assert await current[0].request_route(None, None) == 2
     old_gate.set()
     assert await asyncio.wait_for(in_flight, 5.0) == 1
+
+
+async def test_reload_under_the_proxy_core_drops_nothing_in_flight(tmp_path):
+    from siprouter.script.testing import Outcome, ScriptTester, make_request, sip_text
+
+    path = write(tmp_path / "route.py", """
+        import asyncio
+        GATE = asyncio.Event()
+
+        async def request_route(req, ctx):
+            await GATE.wait()
+            req.reply(486, "Busy Here")
+    """)
+    tester = ScriptTester(str(path))
+    reloader = ScriptReloader(path, tester.set_script, script=tester.script)
+    gate = tester.script.module.GATE
+    sent = tester.transport.sent
+
+    # A request enters the old script and waits there.
+    tester.core.on_message(sip_text(make_request("INVITE", "sip:a@example.com")), tester.source())
+    assert sent == []
+
+    write(path, """
+        def request_route(req, ctx):
+            req.reply(404, "Not Found")
+    """)
+    assert reloader.reload() is True
+
+    # New requests get the new script at once ...
+    tester.core.on_message(sip_text(make_request("INVITE", "sip:b@example.com")), tester.source())
+    assert Outcome(list(sent), is_request=True).replied == 404
+
+    # ... and the one in flight finishes in the old one.
+    gate.set()
+    await asyncio.wait_for(tester.core.drain(), 5.0)
+    assert Outcome(sent[1:], is_request=True).replied == 486
