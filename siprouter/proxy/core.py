@@ -150,6 +150,12 @@ class ProxyCore:
         then(msg)
 
     def _script_failed(self, msg: Any, exc: Exception) -> None:
+        if isinstance(exc, RemoteProtocolError):
+            # The script read a header that turned out malformed: the sender's fault.
+            self.stats.bad_msgs += 1
+            if isinstance(msg, Request) and exc.status_hint and msg.outcome is None:
+                self._send_reply(msg, exc.status_hint, exc.reason)
+            return
         self.stats.script_errors += 1
         where = getattr(self.script, "name", "script")
         log.error("routing script %s failed on %r: %s", where, msg, exc, exc_info=exc)

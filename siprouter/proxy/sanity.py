@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from siprouter.sip.errors import RemoteProtocolError
 from siprouter.sip.message import Request, Response
-from siprouter.sip.uri import AbsoluteUri
+from siprouter.sip.uri import AbsoluteUri, SipUri
 
 __all__ = ["SUPPORTED_OPTION_TAGS", "UnsupportedExtension", "check_request", "check_response",
            "check_require"]
@@ -31,6 +31,10 @@ __all__ = ["SUPPORTED_OPTION_TAGS", "UnsupportedExtension", "check_request", "ch
 SUPPORTED_OPTION_TAGS: frozenset[str] = frozenset()
 
 _SUPPORTED_SCHEMES = ("sip", "sips", "tel")
+# Headers a request carries exactly once: canonical key -> name for the reason phrase.
+_SINGLE = {"call-id": "Call-ID", "cseq": "CSeq", "from": "From", "to": "To",
+           "max-forwards": "Max-Forwards", "content-length": "Content-Length"}
+_MANDATORY = ("from", "to", "call-id", "cseq")
 
 
 class UnsupportedExtension(RemoteProtocolError):
@@ -65,17 +69,29 @@ def check_request(req: Request, *, role: str = "proxy",
 
     :raises RemoteProtocolError: with ``status_hint`` (400, 416, 420 …) and a fixed reason.
     """
-    # Mandatory headers (§8.1.1). The typed accessors raise "Missing X" / "Bad X".
+    # Mandatory headers (§8.1.1), each exactly once where the grammar allows one value
+    # (§7.3.1; RFC 4475 §3.3.8 multi01: two Call-IDs, CSeqs ... are a 400).
+    seen: set[str] = set()
+    for f in req.fields:
+        key = f[0]
+        if key in _SINGLE and f[2] is not None:
+            if key in seen:
+                raise RemoteProtocolError(f"Duplicate {_SINGLE[key]}", 400)
+            seen.add(key)
     if not req.has_header("via"):
         raise RemoteProtocolError("Missing Via", 400)
+    for key in _MANDATORY:
+        if key not in seen:
+            raise RemoteProtocolError(f"Missing {_SINGLE[key]}", 400)
     req.top_via  # noqa: B018 - parses the topmost Via (the one the response goes back by)
-    req.from_  # noqa: B018
-    req.to  # noqa: B018
-    call_id = req.call_id
-    if not call_id:
-        raise RemoteProtocolError("Bad Call-ID", 400)
+    if role != "proxy":
+        # An element that answers the request itself needs From and To well formed. A
+        # proxy forwards them untouched (and parses them only when the script reads them).
+        req.from_  # noqa: B018
+        req.to  # noqa: B018
     cseq = req.cseq
-    # §8.1.1.5 / §8.2.2 implied: the CSeq method matches the request method.
+    # §8.1.1.5 / §8.2.2 implied: the CSeq method matches the request method
+    # (RFC 4475 §3.1.2.17 mismatch01).
     if cseq.method != req.method:
         raise RemoteProtocolError("CSeq Method Mismatch", 400)
     req.max_forwards  # noqa: B018 - must be 1*DIGIT when present
@@ -83,25 +99,30 @@ def check_request(req: Request, *, role: str = "proxy",
     uri = req.uri
     if isinstance(uri, AbsoluteUri) and uri.scheme.lower() not in _SUPPORTED_SCHEMES:
         raise RemoteProtocolError("Unsupported URI Scheme", 416)
-    # §16.3 step 5: Proxy-Require option tags must all be supported by this proxy.
-    if req.has_header("proxy-require") and req.method not in ("ACK", "CANCEL"):
-        unknown = [t for t in _option_tags(req, "Proxy-Require")
-                   if t.lower() not in supported]
-        if unknown:
-            raise UnsupportedExtension(unknown)
-    if role != "proxy":
+    # §19.1.1 Table 1: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11
+    # escruri: "acceptable for an element to reject this request with a 400").
+    if isinstance(uri, SipUri) and uri.headers:
+        raise RemoteProtocolError("Headers In Request-URI", 400)
+    if role == "proxy":
+        # §16.3 step 5: Proxy-Require option tags must all be supported by this proxy.
+        if req.method not in ("ACK", "CANCEL") and req.has_header("proxy-require"):
+            unknown = [t for t in _option_tags(req, "Proxy-Require")
+                       if t.lower() not in supported]
+            if unknown:
+                raise UnsupportedExtension(unknown)
+    else:
         check_require(req, supported)
 
 
 def check_response(res: Response) -> None:
-    """A response must carry at least a parseable topmost Via to be routed, plus the
-    headers a transaction matches on. Raises RemoteProtocolError (status_hint None: dropped)."""
-    if res.top_via is None:
-        raise RemoteProtocolError("Missing Via", None)
+    """A response must carry a parseable topmost Via to be routed, and the headers a
+    transaction matches on. Raises RemoteProtocolError (status_hint None: dropped)."""
     try:
+        if res.top_via is None:
+            raise RemoteProtocolError("Missing Via", None)
         res.cseq  # noqa: B018
-        res.call_id  # noqa: B018
-        res.from_  # noqa: B018
-        res.to  # noqa: B018
+        for key in _MANDATORY:
+            if not res.has_header(key):
+                raise RemoteProtocolError(f"Missing {_SINGLE[key]}", None)
     except RemoteProtocolError as e:
         raise RemoteProtocolError(e.reason, None, e.detail) from None

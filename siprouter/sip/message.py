@@ -9,7 +9,7 @@ How this works
    section (CRLF or, liberally, bare LF line endings) and decodes the header section once
    as UTF-8 with ``surrogateescape`` (so any byte sequence round-trips exactly).
 2. It parses the start line, then walks the header lines once, unfolding continuation
-   lines (§7.3.1) and recording for each line a ``_Field``: canonical key, name as written,
+   lines (§7.3.1) and recording for each line a field: canonical key, name as written,
    value, and the line's offsets in the header text. Header *values* are not parsed here.
 3. It finds the body: by Content-Length when present; on a datagram without one, the rest
    of the datagram (§18.3). Bytes after the body of a datagram are not part of the message.
@@ -97,36 +97,15 @@ def _lookup_key(name: str) -> str:
     return canonical_key(name)
 
 
-class _Field:
-    """One header line. ``start``/``end``: offsets of the whole line (with its line
-    terminator) in the received header text, or -1 for a line added by an edit.
-    ``text`` is None for an unedited received line, else what is emitted instead of it.
-    ``value`` is None once the line is removed."""
-
-    __slots__ = ("key", "name", "value", "start", "end", "text")
-
-    def __init__(self, key: str, name: str, value: str | None, start: int, end: int,
-                 text: str | None = None) -> None:
-        self.key = key
-        self.name = name
-        self.value = value
-        self.start = start
-        self.end = end
-        self.text = text
-
-    def __repr__(self) -> str:
-        return f"_Field({self.name!r}: {self.value!r})"
-
-
-def _unfold(value: str) -> str:
-    """Replace each line break with its continuation whitespace by one SP (§7.3.1)."""
-    out = []
-    for part in value.split("\n"):
-        part = part.rstrip("\r")
-        if out:
-            part = " " + part.lstrip(" \t")
-        out.append(part)
-    return "".join(out)
+# A header field is a list, for speed (one is made per header line of every message):
+#   [key, name, value, start, end, text]
+# key:   canonical lowercase long name ("via" for "v", "Via", "VIA")
+# name:  the name as written; value: the unfolded value without surrounding LWS, None
+#        once the line is removed
+# start, end: offsets of the whole line (with its terminator and continuation lines) in
+#        the received header text; -1 for a line added by an edit
+# text:  None for an unedited received line, else what is emitted in its place
+_KEY, _NAME, _VALUE, _START, _END, _TEXT = range(6)
 
 
 class Message:
@@ -141,7 +120,7 @@ class Message:
     raw: bytes
     head: str
     body: bytes
-    fields: list[_Field]
+    fields: list[list[Any]]
     source: Any
 
     # -- reading -------------------------------------------------------------------------
@@ -150,41 +129,41 @@ class Message:
         """Value of the first line named ``name`` (any case, compact form allowed), or None."""
         key = _lookup_key(name)
         for f in self.fields:
-            if f.key == key and f.value is not None:
-                return f.value
+            if f[_KEY] == key and f[_VALUE] is not None:
+                return f[_VALUE]
         return None
 
     def header_all(self, name: str) -> list[str]:
         """Values of every line named ``name``, in order."""
         key = _lookup_key(name)
-        return [f.value for f in self.fields if f.key == key and f.value is not None]
+        return [f[_VALUE] for f in self.fields if f[_KEY] == key and f[_VALUE] is not None]
 
     def has_header(self, name: str) -> bool:
         key = _lookup_key(name)
         for f in self.fields:
-            if f.key == key and f.value is not None:
+            if f[_KEY] == key and f[_VALUE] is not None:
                 return True
         return False
 
     def header_names(self) -> list[str]:
         """Header names as written, one per line, in order."""
-        return [f.name for f in self.fields if f.value is not None]
+        return [f[_NAME] for f in self.fields if f[_VALUE] is not None]
 
     def _values(self, key: str) -> list[str]:
         """All comma-separated values of every line with this key (for list headers)."""
         out: list[str] = []
         for f in self.fields:
-            if f.key == key and f.value is not None:
-                if "," in f.value:
-                    out.extend(split_values(f.value))
+            if f[_KEY] == key and f[_VALUE] is not None:
+                if "," in f[_VALUE]:
+                    out.extend(split_values(f[_VALUE]))
                 else:
-                    out.append(f.value)
+                    out.append(f[_VALUE])
         return out
 
     def _required(self, key: str, what: str) -> str:
         for f in self.fields:
-            if f.key == key and f.value is not None:
-                return f.value
+            if f[_KEY] == key and f[_VALUE] is not None:
+                return f[_VALUE]
         raise SipParseError(f"Missing {what}", 400)
 
     @property
@@ -195,8 +174,8 @@ class Message:
         if vias is None:
             vias = []
             for f in self.fields:
-                if f.key == "via" and f.value is not None:
-                    vias.extend(parse_via(f.value))
+                if f[_KEY] == "via" and f[_VALUE] is not None:
+                    vias.extend(parse_via(f[_VALUE]))
             memo["via"] = vias
         return vias
 
@@ -206,8 +185,8 @@ class Message:
         top = memo.get("top_via")
         if top is None:
             for f in self.fields:
-                if f.key == "via" and f.value is not None:
-                    top = parse_via(f.value)[0]
+                if f[_KEY] == "via" and f[_VALUE] is not None:
+                    top = parse_via(f[_VALUE])[0]
                     break
             else:
                 return None
@@ -245,8 +224,8 @@ class Message:
             return memo[key]
         value = None
         for f in self.fields:
-            if f.key == key and f.value is not None:
-                value = parse_uint(f.value, what)
+            if f[_KEY] == key and f[_VALUE] is not None:
+                value = parse_uint(f[_VALUE], what)
                 break
         memo[key] = value
         return value
@@ -273,8 +252,8 @@ class Message:
         if v is None:
             v = []
             for f in self.fields:
-                if f.key == "contact" and f.value is not None:
-                    v.extend(parse_contact_list(f.value))
+                if f[_KEY] == "contact" and f[_VALUE] is not None:
+                    v.extend(parse_contact_list(f[_VALUE]))
             self._memo["contact"] = v
         return v
 
@@ -283,8 +262,8 @@ class Message:
         if v is None:
             v = []
             for f in self.fields:
-                if f.key == key and f.value is not None:
-                    v.extend(parse_name_addr_list(f.value))
+                if f[_KEY] == key and f[_VALUE] is not None:
+                    v.extend(parse_name_addr_list(f[_VALUE]))
             self._memo[key] = v
         return v
 
@@ -312,45 +291,45 @@ class Message:
             raise LocalProtocolError(f"header {name} value contains a line break")
         return f"{name}: {value}\r\n"
 
-    def _new_field(self, name: str, value: str) -> _Field:
+    def _new_field(self, name: str, value: str) -> list[Any]:
         key = _lookup_key(name)
         value = value.strip()
-        return _Field(key, name, value, -1, -1, self._line(name, value))
+        return [key, name, value, -1, -1, self._line(name, value)]
 
     def add_header(self, name: str, value: str) -> None:
         """Append a header line at the end of the header section."""
         f = self._new_field(name, value)
         self.fields.append(f)
-        self._forget(f.key)
+        self._forget(f[_KEY])
 
     def prepend_header(self, name: str, value: str) -> None:
         """Insert a header line before the first header line."""
         f = self._new_field(name, value)
         self.fields.insert(0, f)
-        self._forget(f.key)
+        self._forget(f[_KEY])
 
     def insert_via(self, value: str) -> None:
         """Insert a Via value above the topmost one (RFC 3261 §16.6 step 8)."""
         f = self._new_field("Via", value)
         fields = self.fields
         for i, g in enumerate(fields):
-            if g.key == "via":
+            if g[_KEY] == "via":
                 fields.insert(i, f)
                 break
         else:
             fields.insert(0, f)
         self._forget("via")
 
-    def _kill(self, f: _Field) -> None:
-        f.value = None
-        f.text = ""
+    def _kill(self, f: list[Any]) -> None:
+        f[_VALUE] = None
+        f[_TEXT] = ""
 
     def remove_header(self, name: str) -> int:
         """Remove every line named ``name``; return how many were removed."""
         key = _lookup_key(name)
         n = 0
         for f in self.fields:
-            if f.key == key and f.value is not None:
+            if f[_KEY] == key and f[_VALUE] is not None:
                 self._kill(f)
                 n += 1
         if n:
@@ -362,7 +341,7 @@ class Message:
         key = _lookup_key(name)
         first = None
         for f in self.fields:
-            if f.key == key and f.value is not None:
+            if f[_KEY] == key and f[_VALUE] is not None:
                 if first is None:
                     first = f
                 else:
@@ -371,8 +350,8 @@ class Message:
             self.add_header(name, value)
             return
         value = value.strip()
-        first.value = value
-        first.text = self._line(first.name, value)
+        first[_VALUE] = value
+        first[_TEXT] = self._line(first[_NAME], value)
         self._forget(key)
 
     def remove_first_value(self, name: str) -> str | None:
@@ -380,14 +359,14 @@ class Message:
         comma-separated values on it). Returns the removed value, or None if there was none."""
         key = _lookup_key(name)
         for f in self.fields:
-            if f.key == key and f.value is not None:
-                values = split_values(f.value) if "," in f.value else [f.value]
+            if f[_KEY] == key and f[_VALUE] is not None:
+                values = split_values(f[_VALUE]) if "," in f[_VALUE] else [f[_VALUE]]
                 if len(values) <= 1:
                     self._kill(f)
                 else:
                     rest = ", ".join(values[1:])
-                    f.value = rest
-                    f.text = self._line(f.name, rest)
+                    f[_VALUE] = rest
+                    f[_TEXT] = self._line(f[_NAME], rest)
                 self._forget(key)
                 return values[0] if values else ""
         return None
@@ -399,13 +378,13 @@ class Message:
     def replace_top_via(self, value: str) -> None:
         """Replace the topmost Via value (for received/rport, RFC 3261 §18.2.1, RFC 3581 §4)."""
         for f in self.fields:
-            if f.key == "via" and f.value is not None:
-                if "," in f.value:
-                    values = split_values(f.value)
+            if f[_KEY] == "via" and f[_VALUE] is not None:
+                if "," in f[_VALUE]:
+                    values = split_values(f[_VALUE])
                     values[0] = value
                     value = ", ".join(values)
-                f.value = value
-                f.text = self._line(f.name, value)
+                f[_VALUE] = value
+                f[_TEXT] = self._line(f[_NAME], value)
                 self._forget("via")
                 return
         raise LocalProtocolError("message has no Via to replace")
@@ -432,17 +411,17 @@ class Message:
         parts: list[str] = [self._sl_text if self._sl_text is not None else head[: self._sl_end]]
         cur = last_end = self._sl_end
         for f in self.fields:
-            if f.start >= 0:
-                if f.text is not None:
-                    if cur < f.start:
-                        parts.append(head[cur : f.start])
-                    parts.append(f.text)
-                    cur = f.end
-                last_end = f.end
+            if f[_START] >= 0:
+                if f[_TEXT] is not None:
+                    if cur < f[_START]:
+                        parts.append(head[cur : f[_START]])
+                    parts.append(f[_TEXT])
+                    cur = f[_END]
+                last_end = f[_END]
             else:
                 if cur < last_end:
                     parts.append(head[cur:last_end])
-                parts.append(f.text)  # type: ignore[arg-type]
+                parts.append(f[_TEXT])  # type: ignore[arg-type]
                 cur = last_end
         parts.append(head[cur:])
         out = "".join(parts).encode("utf-8", "surrogateescape")
@@ -511,16 +490,16 @@ class Request(Message):
             raise LocalProtocolError("reason phrase contains a line break")
         lines = [f"SIP/2.0 {status} {reason}\r\n"]
         for f in self.fields:
-            if f.value is None:
+            if f[_VALUE] is None:
                 continue
-            key = f.key
+            key = f[_KEY]
             if key in ("via", "from", "call-id", "cseq"):
-                lines.append(f"{f.name}: {f.value}\r\n")
+                lines.append(f"{f[_NAME]}: {f[_VALUE]}\r\n")
             elif key == "to":
-                value = f.value
+                value = f[_VALUE]
                 if to_tag and status > 100 and not _has_tag(value):
                     value = f"{value};tag={to_tag}"
-                lines.append(f"{f.name}: {value}\r\n")
+                lines.append(f"{f[_NAME]}: {value}\r\n")
         for name, value in headers:
             lines.append(self._line(name, value))
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
@@ -617,36 +596,37 @@ def parse_message(
     else:
         msg = _parse_request_line(first, request_cls)
 
-    # Header lines (§7.3): name HCOLON value, continuation lines start with SP or HTAB.
-    fields: list[_Field] = []
+    # Header lines (§7.3): name HCOLON value; a line starting with SP or HTAB continues
+    # the previous one (§7.3.1). One split, then one pass: this loop runs for every
+    # header of every message, so it stays flat.
+    lines = head.split("\n")
+    del lines[-1]  # head ends with its last line terminator
+    if len(lines) > MAX_HEADER_FIELDS + 1:
+        raise SipParseError("Too Many Headers", 513, f"{len(lines) - 1} header lines")
+    fields: list[list[Any]] = []
     append = fields.append
-    hlen = len(head)
+    get_key = _KEY_CACHE.get
     pos = sl_end
-    if pos < hlen and head[pos] in " \t":
-        raise SipParseError("Bad Header", 400, "continuation line right after the start line")
-    find = head.find
-    while pos < hlen:
-        eol = find("\n", pos)
-        nxt = eol + 1
-        folded = False
-        while nxt < hlen and head[nxt] in " \t":
-            folded = True
-            eol = find("\n", nxt)
-            nxt = eol + 1
-        colon = find(":", pos, eol)
-        if colon < 0:
-            raise SipParseError("Bad Header", 400, f"no colon in {head[pos:min(eol, pos + 40)]!r}")
-        name = head[pos:colon]
-        if name[-1:] in (" ", "\t"):
+    for line in lines[1:]:
+        nxt = pos + len(line) + 1
+        name, colon, value = line.partition(":")
+        key = get_key(name)
+        if key is None:
+            if line[:1] in (" ", "\t"):
+                if not fields:
+                    raise SipParseError("Bad Header", 400, "continuation line after the start line")
+                prev = fields[-1]
+                more = line.strip(" \t\r")
+                prev[_VALUE] = f"{prev[_VALUE]} {more}" if more else prev[_VALUE]
+                prev[_END] = nxt
+                pos = nxt
+                continue
+            if not colon:
+                raise SipParseError("Bad Header", 400, f"no colon in {line[:40]!r}")
             name = name.rstrip(" \t")
-        value = head[colon + 1 : eol]
-        if folded:
-            value = _unfold(value)
-        value = value.strip(" \t\r")
-        append(_Field(_key(name), name, value, pos, nxt))
+            key = _key(name)
+        append([key, name, value.strip(" \t\r"), pos, nxt, None])
         pos = nxt
-        if len(fields) > MAX_HEADER_FIELDS:
-            raise SipParseError("Too Many Headers", 513, f"more than {MAX_HEADER_FIELDS} lines")
 
     msg.head = head
     msg.fields = fields
@@ -659,7 +639,11 @@ def parse_message(
     msg._head_bytes = head_bytes
     msg._body_off = body_start - start
 
-    # §18.3 / §20.14: the body is Content-Length bytes long.
+    # §18.3 / §20.14: the body is Content-Length bytes long. Two Content-Length lines
+    # that disagree leave the length unknown: an invalid value (RFC 4475 §3.3.9 mcl01).
+    cls = [f[_VALUE] for f in fields if f[_KEY] == "content-length"]
+    if len(cls) > 1 and len({v.lstrip("0") for v in cls}) > 1:
+        raise SipParseError("Bad Content-Length", 400, "conflicting Content-Length values")
     cl = msg.content_length
     if cl is None:
         if not datagram and body_start < n:
