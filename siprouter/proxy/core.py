@@ -418,15 +418,15 @@ class ProxyCore:
             return
         res.remove_top_via()
         try:
-            vias = res.vias
+            via = res.top_via
         except SipParseError:
             self.stats.bad_msgs += 1
             return
-        if not vias:
+        if via is None:
             # A response to a request we originated: nothing to forward it to.
             self.stats.drop_replies += 1
             return
-        target = response_target(vias[0])
+        target = response_target(via)
         if is_forbidden_destination(target.host):
             self.stats.drop_replies += 1
             return

@@ -78,12 +78,11 @@ def check_request(req: Request, *, role: str = "proxy",
             if key in seen:
                 raise RemoteProtocolError(f"Duplicate {_SINGLE[key]}", 400)
             seen.add(key)
-    if not req.has_header("via"):
+    if req.top_via is None:
         raise RemoteProtocolError("Missing Via", 400)
     for key in _MANDATORY:
         if key not in seen:
             raise RemoteProtocolError(f"Missing {_SINGLE[key]}", 400)
-    req.top_via  # noqa: B018 - parses the topmost Via (the one the response goes back by)
     if role != "proxy":
         # An element that answers the request itself needs From and To well formed. A
         # proxy forwards them untouched (and parses them only when the script reads them).
@@ -121,8 +120,9 @@ def check_response(res: Response) -> None:
         if res.top_via is None:
             raise RemoteProtocolError("Missing Via", None)
         res.cseq  # noqa: B018
+        present = {f[0] for f in res.fields if f[2] is not None}
         for key in _MANDATORY:
-            if not res.has_header(key):
+            if key not in present:
                 raise RemoteProtocolError(f"Missing {_SINGLE[key]}", None)
     except RemoteProtocolError as e:
         raise RemoteProtocolError(e.reason, None, e.detail) from None

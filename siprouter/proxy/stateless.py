@@ -116,9 +116,21 @@ def response_target(via: Via) -> Target:
     return Target(proto, host, port)
 
 
+_FORBIDDEN: dict[str, bool] = {}
+
+
 def is_forbidden_destination(host: str) -> bool:
     """Broadcast and multicast addresses are never sent to (RFC 4475 §3.3.8 bcast;
     an open relay to a broadcast address is an amplifier)."""
+    verdict = _FORBIDDEN.get(host)
+    if verdict is None:
+        verdict = _is_forbidden(host)
+        if len(_FORBIDDEN) < 4096:
+            _FORBIDDEN[host] = verdict
+    return verdict
+
+
+def _is_forbidden(host: str) -> bool:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

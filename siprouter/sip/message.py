@@ -94,7 +94,36 @@ def _lookup_key(name: str) -> str:
         return key
     if not name or not _TOKEN_CHARS.issuperset(name):
         raise LocalProtocolError(f"not a valid SIP header name: {name!r}")
-    return canonical_key(name)
+    key = canonical_key(name)
+    if len(_KEY_CACHE) < _KEY_CACHE_LIMIT:
+        _KEY_CACHE[name] = key
+    return key
+
+
+def _preload_key_cache() -> None:
+    """The names real messages use, as they are usually written, in lower case, and in
+    compact form, are always in the cache (the bounded part is for the rest)."""
+    common = (
+        "Via Max-Forwards From To Call-ID Call-Id CSeq Contact Content-Type Content-Length "
+        "Content-Encoding Content-Disposition Content-Language Route Record-Route Expires "
+        "Min-Expires Allow Supported Require Proxy-Require Unsupported User-Agent Server "
+        "Subject Accept Accept-Encoding Accept-Language Authorization Proxy-Authorization "
+        "WWW-Authenticate Proxy-Authenticate Event Allow-Events Subscription-State Refer-To "
+        "Referred-By Session-Expires Min-SE Path Service-Route Date Timestamp Organization "
+        "Priority Reply-To Warning P-Asserted-Identity Privacy Identity RAck RSeq Retry-After "
+        "Alert-Info Call-Info Error-Info In-Reply-To MIME-Version Security-Client"
+    ).split()
+    for name in common:
+        key = canonical_key(name)
+        _KEY_CACHE[name] = key
+        _KEY_CACHE[key] = key
+        _KEY_CACHE[name.upper()] = key
+    for short in "imelcfsktvourbxy":
+        _KEY_CACHE[short] = _KEY_CACHE[short.upper()] = canonical_key(short)
+
+
+_preload_key_cache()
+_KEY_CACHE_LIMIT += len(_KEY_CACHE)
 
 
 # A header field is a list, for speed (one is made per header line of every message):
@@ -641,10 +670,15 @@ def parse_message(
 
     # §18.3 / §20.14: the body is Content-Length bytes long. Two Content-Length lines
     # that disagree leave the length unknown: an invalid value (RFC 4475 §3.3.9 mcl01).
-    cls = [f[_VALUE] for f in fields if f[_KEY] == "content-length"]
-    if len(cls) > 1 and len({v.lstrip("0") for v in cls}) > 1:
-        raise SipParseError("Bad Content-Length", 400, "conflicting Content-Length values")
-    cl = msg.content_length
+    cl_text = None
+    for f in fields:
+        if f[_KEY] == "content-length":
+            if cl_text is None:
+                cl_text = f[_VALUE]
+            elif f[_VALUE].lstrip("0") != cl_text.lstrip("0"):
+                raise SipParseError("Bad Content-Length", 400, "conflicting Content-Length values")
+    cl = None if cl_text is None else parse_uint(cl_text, "Content-Length")
+    msg._memo["content-length"] = cl
     if cl is None:
         if not datagram and body_start < n:
             raise SipParseError("Missing Content-Length", 400)
