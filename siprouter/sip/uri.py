@@ -135,15 +135,20 @@ def unescape(text: str) -> str:
 
 def escape(text: str, safe: frozenset[str] = _PARAM_SAFE) -> str:
     """Escape every character of ``text`` not in ``safe`` as ``%HH`` of its UTF-8 bytes
-    (surrogateescape'd bytes become their original byte)."""
+    (surrogateescape'd bytes become their original byte).
+
+    :raises LocalProtocolError: for a lone surrogate that stands for no byte.
+    """
     if safe.issuperset(text):
         return text
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"text cannot be encoded for a URI: {text!r}") from None
     out = []
-    for ch in text:
-        if ch in safe:
-            out.append(ch)
-        else:
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
+    for b in data:
+        c = chr(b)
+        out.append(c if b < 0x80 and c in safe else f"%{b:02X}")
     return "".join(out)
 
 
