@@ -21,6 +21,7 @@ def stream():
     yield buf
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
+    logging.captureWarnings(False)
 
 
 def test_text_line(stream: io.StringIO) -> None:

@@ -126,13 +126,13 @@ def run(
     listen_text = ", ".join(str(s) for s in config.server.listen)
     if config.listen_is_default:
         log.info(
-            "siprouter %s starting; listening on %s (the default; use --listen PROTO:HOST:PORT "
+            "siprouter %s starting on %s (the default; use --listen PROTO:HOST:PORT "
             "or [server] listen in siprouter.toml to listen elsewhere)",
             __version__,
             listen_text,
         )
     else:
-        log.info("siprouter %s starting; listening on %s", __version__, listen_text)
+        log.info("siprouter %s starting on %s", __version__, listen_text)
 
     from siprouter.server import run as run_server
 

@@ -180,6 +180,8 @@ def _run_server(args: list[str], tmp_path: Path, wait_for: str) -> tuple[int, li
                     break  # the server exited
                 lines.append(line)
                 if wait_for in line:
+                    # The server installs its signal handlers just after saying so.
+                    time.sleep(0.5)
                     break
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=15)[1]
@@ -196,7 +198,7 @@ def test_run_logs_then_serves_until_sigterm(tmp_path: Path) -> None:
         ["--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"], tmp_path, "listening on"
     )
     assert status == 0, "".join(lines)
-    assert "starting" in lines[0] and "udp:127.0.0.1:0" in lines[0]
+    assert "starting on udp:127.0.0.1:0, tcp:127.0.0.1:0" in lines[0]
     assert "to listen elsewhere" not in lines[0]  # only said for the default sockets
     assert any("listening on" in line for line in lines)
     assert all(line.count("\n") == 1 for line in lines)  # one line per event
