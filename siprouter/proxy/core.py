@@ -159,8 +159,13 @@ class ProxyCore:
         self.stats.script_errors += 1
         where = getattr(self.script, "name", "script")
         log.error("routing script %s failed on %r: %s", where, msg, exc, exc_info=exc)
-        if isinstance(msg, Request) and msg.method != "ACK" and msg.outcome is None:
-            self._send_reply(msg, 500, "Server Internal Error")
+        if isinstance(msg, Request) and msg.method != "ACK":
+            if msg.outcome is None:
+                self._send_reply(msg, 500, "Server Internal Error")
+            else:
+                # What the script decided before it failed still happens, as it would
+                # have in a configuration language that acts at once.
+                self._finish_request(msg)
 
     async def drain(self) -> None:
         """Wait until every script call still running has finished."""
@@ -294,7 +299,8 @@ class ProxyCore:
                 next_uri = destination
             else:
                 routes = req.routes
-                if routes:
+                if routes and getattr(routes[0].uri, "lr", False):
+                    # §16.6 step 7 / §16.12: a pre-loaded loose Route is the next hop.
                     next_uri = str(routes[0].uri)
                     target = self._target_for(next_uri)
                 else:
@@ -385,8 +391,7 @@ class ProxyCore:
                 values.append(f"<{req.ruri}>")
                 req.set_ruri(str(first))
                 changed = True
-            else:
-                req.destination = str(first)
+            req.destination = str(first)
         if changed:
             req.remove_header("Route")
             if values:
