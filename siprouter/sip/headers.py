@@ -432,11 +432,11 @@ def _parse_one_via(text: str, whole: str) -> Via:
                 raise _bad("Via", whole, "port out of range")
             via.params = params
             via.raw = text
-            # "branch" is a token by the expression; the rest needs a look when present
-            if len(params) > 2 or ("branch" not in params and params) or (
-                    len(params) == 2 and "rport" not in params):
+            # A branch value is a token by the expression; other parameters need a look.
+            n = len(params)
+            if params.get("branch") is None or n > 2 or (n == 2 and "rport" not in params):
                 _check_via_params(params, whole)
-            elif "rport" in params:
+            elif n == 2:
                 _check_via_param("rport", params["rport"], whole)
             return via
     via = _parse_via_full(text.strip(_WS), whole)
