@@ -4,6 +4,7 @@
 ::
 
     from siprouter.script.testing import ScriptTester, make_request
+    from siprouter.transport.types import Target
 
     async def test_unknown_user_gets_404():
         tester = ScriptTester("route.py", domains=["example.com"])
