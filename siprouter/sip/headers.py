@@ -591,7 +591,8 @@ class NameAddr:
     @property
     def expires(self) -> int | None:
         """Contact ``expires`` in seconds, or None when absent, not 1*DIGIT, or above
-        2**32-1 (RFC 4475 §3.1.2.? scalar02 allows treating such a value as absent)."""
+        2**32-1 (RFC 4475 §3.1.2.4 scalar02: an element may treat an overlarge expiry as
+        if it were absent and apply its default)."""
         e = self.params.get("expires")
         if e and e.isascii() and e.isdigit():
             e = e.lstrip("0") or "0"

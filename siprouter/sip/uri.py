@@ -3,15 +3,17 @@
 
 How this works
 --------------
-``parse_uri`` reads the scheme, then matches the rest of the text with one compiled
-regular expression per URI kind. The expression *is* the grammar: it encodes the §25.1
-character classes of every component (user, password, host, port, uri-parameters,
-headers), so a single C-level match both validates the text and yields the component
-boundaries. Python code afterwards only lower-cases, unescapes (only when a "%" occurs)
-and splits the parameters. The few rules a regular expression states badly are checked
-in Python: "%" must start a "%HH" escape, an IPv6 reference must hold a real IPv6
-address (RFC 5954 §4.1 fixes the RFC 3261 ABNF that let ``2001:db8:::192.0.2.1``
-through; RFC 5118 §4.10), a port is at most 65535.
+``parse_uri`` reads the scheme and dispatches. For ``sip:``/``sips:`` one compiled regular
+expression cuts the text into user, password, host, port, parameters and headers and
+checks the §25.1 character class of each part in the same C-level pass (there are two
+such expressions, with and without userinfo, chosen by whether the text holds an "@",
+which only userinfo may; that spares the engine from backtracking). What an expression
+states expensively is then checked in Python: the host against the full host grammar,
+the parameter structure (``pname [ "=" pvalue ]``, both non-empty), "%" always starting
+a "%HH" escape, an IPv6 reference holding a real IPv6 address (RFC 5954 §4.1 fixes the
+RFC 3261 ABNF that let ``2001:db8:::192.0.2.1`` through; RFC 5118 §4.10), a port of at
+most 65535. Two bounded memo tables skip repeated work: validated host -> lower-cased
+host, and SIP URI text -> parsed fields (every parse still gets its own dicts).
 
 Host names follow §25.1 (labels of letters, digits and inner hyphens; the last label
 starts with a letter; an optional final dot) with one liberal extension: "_" is accepted
@@ -24,8 +26,8 @@ escaped byte survives a round trip. Serializing escapes again whatever the gramm
 requires. A parsed URI keeps the text it came from in ``raw``; ``str()`` returns that
 text for as long as the fields still say what the text says.
 
-Neither ``str.isdigit`` (true for non-ASCII digits) nor an unbounded ``int()`` (Python
-refuses more than 4300 digits with ValueError) is applied to received text.
+Only ASCII digits count as digits, and ``int()`` never sees an unbounded digit string
+(Python refuses more than 4300 digits with ValueError).
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ _HOST_CACHE: dict[str, str] = {}
 _HOST_CACHE_LIMIT = 1024
 _URI_CACHE: dict[str, tuple] = {}  # type: ignore[type-arg]
 _URI_CACHE_LIMIT = 4096
+# Longer texts are parsed but not remembered, which bounds the tables at a few MB.
+_MEMO_MAX_TEXT = 256
 
 # What serialization leaves unescaped, per component (the classes above without "%").
 _USER_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -506,9 +510,10 @@ def _parse_sip(text: str, scheme: str, pos: int) -> SipUri:
     hit = _URI_CACHE.get(text)
     if hit is None:
         hit = _parse_sip_fields(text, scheme, pos)
-        if len(_URI_CACHE) >= _URI_CACHE_LIMIT:
-            _URI_CACHE.clear()
-        _URI_CACHE[text] = hit
+        if len(text) <= _MEMO_MAX_TEXT:
+            if len(_URI_CACHE) >= _URI_CACHE_LIMIT:
+                _URI_CACHE.clear()
+            _URI_CACHE[text] = hit
     uri = _new(SipUri)
     uri.scheme, uri.user, uri.password, uri.host, uri.port, params, headers = hit
     # The cached dicts are never handed out: every URI gets its own copies.
@@ -565,9 +570,10 @@ def _check_host(host: str, what: str, text: str) -> str:
     elif _HOST_RE.fullmatch(host) is None:
         raise _bad(what, text, "bad host")
     lowered = host.lower()
-    if len(_HOST_CACHE) >= _HOST_CACHE_LIMIT:
-        _HOST_CACHE.clear()
-    _HOST_CACHE[host] = lowered
+    if len(host) <= _MEMO_MAX_TEXT:
+        if len(_HOST_CACHE) >= _HOST_CACHE_LIMIT:
+            _HOST_CACHE.clear()
+        _HOST_CACHE[host] = lowered
     return lowered
 
 

@@ -75,7 +75,7 @@ class TestSipUriParts:
         assert u.user_param == "phone"
 
     def test_semicolon_in_user_part_rfc4475_semiuri(self):
-        # RFC 4475 §3.1.1.13 semiuri.dat: the user part is "user;par=u@example.net".
+        # RFC 4475 §3.1.1.9 semiuri.dat: the user part is "user;par=u@example.net".
         u = sip("sip:user;par=u%40example.net@example.com")
         assert u.user == "user;par=u@example.net"
         assert u.host == "example.com"
@@ -467,6 +467,31 @@ class TestTextAndCopies:
         assert repr(u) == "SipUri('sip:bob@example.com:5060;transport=tcp')"
         with pytest.raises(LocalProtocolError):
             SipUri("h", None, password="x")
+
+
+class TestMemo:
+    def test_memo_stays_bounded(self):
+        from siprouter.sip import uri as uri_module
+
+        for i in range(uri_module._URI_CACHE_LIMIT + 10):
+            parse_uri(f"sip:user{i}@h{i}.example.com")
+        assert len(uri_module._URI_CACHE) <= uri_module._URI_CACHE_LIMIT
+        assert len(uri_module._HOST_CACHE) <= uri_module._HOST_CACHE_LIMIT
+
+    def test_long_texts_are_not_remembered(self):
+        from siprouter.sip import uri as uri_module
+
+        text = "sip:" + "u" * 300 + "@" + "h" * 300 + ".example.com"
+        assert sip(text).host == "h" * 300 + ".example.com"
+        assert text not in uri_module._URI_CACHE
+        assert "h" * 300 + ".example.com" not in uri_module._HOST_CACHE
+
+    def test_memo_hit_gives_same_result_as_miss(self):
+        text = "sip:%61lice@AtLanTa.CoM:5061;Transport=TCP;lr?h=%20x"
+        first, second = sip(text), sip(text)
+        assert first is not second and first.params is not second.params
+        assert (first.user, first.host, first.port, first.params, first.headers) == (
+            second.user, second.host, second.port, second.params, second.headers)
 
 
 class TestNoCatastrophicBacktracking:
