@@ -15,7 +15,7 @@ import signal
 from siprouter.config import Config
 from siprouter.proxy.core import ProxyCore
 from siprouter.proxy.myself import Myself
-from siprouter.script.loader import ScriptError, load_script
+from siprouter.script.loader import ScriptError
 from siprouter.script.reload import ScriptReloader
 from siprouter.transport.manager import TransportLimits, TransportManager
 
@@ -40,12 +40,15 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
-        spec = str(cfg.routing.script)
-        script = load_script(spec)
-        log.info("routing script: %s", script.name)
         core = ProxyCore(None, myself=Myself(cfg.server.domains, (), cfg.server.hostname),
-                         script=script, params=dict(cfg.routing.params),
-                         next_hop=cfg.routing.next_hop)
+                         params=dict(cfg.routing.params), next_hop=cfg.routing.next_hop)
+        # The reloader takes its change baseline at the first load, so an edit made
+        # while we start is not missed.
+        self.reloader = ScriptReloader(str(cfg.routing.script), core.set_script,
+                                       watch=cfg.routing.reload_on_change)
+        script = self.reloader.load()
+        core.set_script(script)
+        log.info("routing script: %s", script.name)
         limits = TransportLimits(
             max_message_size=cfg.transport.max_message_size,
             tcp_idle_timeout=cfg.transport.tcp_idle_timeout,
@@ -61,7 +64,6 @@ class Server:
         self.core, self.transport = core, transport
         log.info("listening on %s", ", ".join(str(s) for s in transport.sockets))
 
-        self.reloader = ScriptReloader(spec, core.set_script, watch=cfg.routing.reload_on_change)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             self.reloader.install_sighup(loop)
@@ -84,6 +86,13 @@ class Server:
 
 async def serve(config: Config) -> int:
     """Run until SIGTERM or SIGINT; returns the exit status."""
+    # Signal handlers first: a SIGTERM that arrives while we bind must still stop us
+    # cleanly (exit 0), not kill the process.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     server = Server(config)
     try:
         await server.start()
@@ -95,11 +104,6 @@ async def serve(config: Config) -> int:
         log.error("cannot listen: %s", e)
         await server.stop()
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
     await server.stop()
