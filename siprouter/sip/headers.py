@@ -148,15 +148,19 @@ def is_token(text: str) -> bool:
 
 
 def quote_string(text: str) -> str:
-    """``text`` as a quoted-string, with ``"`` and ``\\`` escaped as quoted-pairs.
+    """``text`` as a quoted-string: ``"`` ``\\`` and control characters become
+    quoted-pairs (§25.1 quoted-pair = "\\" (%x00-09 / %x0B-0C / %x0E-7F)).
 
-    :raises LocalProtocolError: for CR, LF or other characters no quoted-string can hold.
+    :raises LocalProtocolError: for CR or LF, which no quoted-string can hold.
     """
-    if any(c in "\r\n" or (c < " " and c != "\t") or c == "\x7f" for c in text):
-        # A quoted-pair could carry most controls, but CR and LF never; refusing all
-        # controls keeps what we send simple to parse.
-        raise LocalProtocolError(f"control character in quoted string: {text!r}")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if _NEEDS_PAIR.search(text) is None:
+        return f'"{text}"'
+    if "\r" in text or "\n" in text:
+        raise LocalProtocolError(f"line break in quoted string: {text!r}")
+    return '"' + _NEEDS_PAIR.sub(r"\\\g<0>", text) + '"'
+
+
+_NEEDS_PAIR = re.compile(r'["\\\x00-\x08\x0a-\x1f\x7f]')
 
 
 def _unquote(inner: str) -> str:

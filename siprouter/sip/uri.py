@@ -252,6 +252,12 @@ class SipUri:
             raise LocalProtocolError(f"port must be an int in 0..65535, not {port!r}")
         if password is not None and user is None:
             raise LocalProtocolError("a password needs a user")
+        if user == "":
+            raise LocalProtocolError("a user part cannot be empty (use None)")
+        if params and any(not name or value == "" for name, value in params.items()):
+            raise LocalProtocolError("URI parameter names and values cannot be empty")
+        if headers and not all(headers):
+            raise LocalProtocolError("URI header names cannot be empty")
         self.scheme = scheme
         self.user = user
         self.password = password
@@ -402,7 +408,8 @@ class TelUri:
 
     def __init__(self, number: str, params: Mapping[str, str | None] | None = None) -> None:
         """Build from a number ("+1-212-555-0100" or a local number) and parameters."""
-        if not isinstance(number, str) or not _TEL_REST.fullmatch(number):
+        m = _TEL_REST.fullmatch(number) if isinstance(number, str) else None
+        if m is None or m.group(2) or not _has_tel_digit(number):
             raise LocalProtocolError(f"not a valid telephone number: {number!r}")
         self.number = number
         self.is_global = number[0] == "+"
@@ -577,16 +584,19 @@ def _check_host(host: str, what: str, text: str) -> str:
     return lowered
 
 
+def _has_tel_digit(number: str) -> bool:
+    """RFC 3966 §3: a global number needs a DIGIT, a local one a HEXDIG, "*" or "#"."""
+    if number[0] == "+":
+        return any(c.isdigit() for c in number)
+    return bool(number.strip("-.()"))
+
+
 def _parse_tel(text: str, pos: int) -> TelUri:
     m = _TEL_REST.fullmatch(text, pos)
     if m is None:
         raise _bad("URI", text, "not a tel URI")
     number, params_text = m.groups()
-    # RFC 3966 §3: a number needs at least one digit (global) or digit/*/# (local).
-    if number[0] == "+":
-        if not any(c.isdigit() for c in number):
-            raise _bad("URI", text, "no digits")
-    elif not number.strip("-.()"):
+    if not _has_tel_digit(number):
         raise _bad("URI", text, "no digits")
     if "%" in text and _BAD_ESCAPE.search(text, pos):
         raise _bad("URI", text, "bad escape")

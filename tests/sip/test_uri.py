@@ -342,8 +342,9 @@ class TestTelUri:
     def test_build(self):
         u = TelUri("+1-201-555-0123", {"ext": "1"})
         assert str(u) == "tel:+1-201-555-0123;ext=1"
-        with pytest.raises(LocalProtocolError):
-            TelUri("not a number")
+        for number in ("not a number", "+12;ext=1", "+", "--"):
+            with pytest.raises(LocalProtocolError):
+                TelUri(number)
 
 
 class TestAbsoluteUri:
@@ -465,8 +466,10 @@ class TestTextAndCopies:
         u = SipUri("Example.COM", "bob", port=5060, params={"transport": "tcp"})
         assert str(u) == "sip:bob@example.com:5060;transport=tcp"
         assert repr(u) == "SipUri('sip:bob@example.com:5060;transport=tcp')"
-        with pytest.raises(LocalProtocolError):
-            SipUri("h", None, password="x")
+        for kwargs in ({"password": "x"}, {"user": ""}, {"params": {"": "x"}},
+                       {"params": {"x": ""}}, {"headers": {"": "x"}}):
+            with pytest.raises(LocalProtocolError):
+                SipUri("h", **kwargs)
 
 
 class TestMemo:
