@@ -421,7 +421,18 @@ def _parse_one_via(text: str, whole: str) -> Via:
     m = _VIA_FAST.fullmatch(text)
     if m is not None:
         transport, host, port_text, params_text = m.groups()
-        params = _split_params(params_text) if params_text else {}
+        # The expression allowed only token characters, "=" and ";" in the parameters:
+        # what is left to check is their structure (see _split_params).
+        params: dict[str, str | None] | None = {}
+        if params_text:
+            for item in params_text[1:].split(";"):
+                name, eq, value = item.partition("=")
+                if not name or (eq and (not value or "=" in value)):
+                    params = None
+                    break
+                name = name.lower()
+                if name not in params:  # type: ignore[operator]
+                    params[name] = value if eq else None  # type: ignore[index]
         if params is not None and transport in _KNOWN_TRANSPORTS:
             via = _new(Via)
             via.protocol = "SIP/2.0"
@@ -436,12 +447,12 @@ def _parse_one_via(text: str, whole: str) -> Via:
                 raise _bad("Via", whole, "port out of range")
             via.params = params
             via.raw = text
-            # A branch value is a token by the expression; other parameters need a look.
+            # A branch value is a token by the expression; the usual companion is a bare
+            # rport (RFC 3581 §3); anything else gets the full check.
             n = len(params)
-            if params.get("branch") is None or n > 2 or (n == 2 and "rport" not in params):
+            if params.get("branch") is None or n > 2 or (n == 2 and params.get("rport", 0)
+                                                         is not None):
                 _check_via_params(params, whole)
-            elif n == 2:
-                _check_via_param("rport", params["rport"], whole)
             return via
     via = _parse_via_full(text.strip(_WS), whole)
     _check_via_params(via.params, whole)
