@@ -340,11 +340,16 @@ class Via:
             raise LocalProtocolError(f"bad Via host {host!r}") from None
         if port is not None and (type(port) is not int or not 0 <= port <= 65535):
             raise LocalProtocolError(f"bad Via port {port!r}")
+        params = dict(params) if params else {}
+        try:
+            _check_via_params(params, "")
+        except SipParseError as exc:
+            raise LocalProtocolError(f"bad Via parameter: {exc.detail}") from None
         self.protocol = protocol
         self.transport = transport.upper()
         self.host = host
         self.port = port
-        self.params = dict(params) if params else {}
+        self.params = params
         self.raw = str(self)
 
     @property
@@ -362,6 +367,15 @@ class Via:
     def received(self) -> str | None:
         """The ``received`` parameter as written (IPv6 with or without brackets), or None."""
         return self.params.get("received")
+
+    @property
+    def received_bare(self) -> str | None:
+        """``received`` without IPv6 brackets (RFC 5118 §4.5 allows both), for socket
+        calls; None if absent."""
+        r = self.params.get("received")
+        if r and r[0] == "[":
+            return r[1:-1]
+        return r
 
     @property
     def rport(self) -> str | None:

@@ -173,6 +173,8 @@ class TestVia:
         (v,) = parse_via("SIP/2.0/UDP h;branch=z9hG4bKx;received=192.0.2.5;maddr=MC.Example.com"
                          ";ttl=16")
         assert v.received == "192.0.2.5" and v.maddr == "mc.example.com" and v.ttl == 16
+        assert v.received_bare == "192.0.2.5"
+        assert parse_via("SIP/2.0/UDP h")[0].received_bare is None
 
     def test_no_magic_cookie(self):
         # badbranch.dat: the magic cookie alone is still a token (and a cookie prefix)
@@ -222,11 +224,13 @@ class TestVia:
     def test_received_ipv6_without_brackets_rfc5118_4_5(self):
         (v,) = parse_via("SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3")
         assert v.received == "2001:db8::9:255" and v.branch == "z9hG4bKas3"
+        assert v.received_bare == "2001:db8::9:255"
 
     def test_received_ipv6_with_brackets_rfc5118_4_5(self):
         (v,) = parse_via("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];"
                          "branch=z9hG4bKas3-111")
         assert v.received == "[2001:db8::9:255]"
+        assert v.received_bare == "2001:db8::9:255"
 
     def test_received_ipv4_on_ipv6_sent_by_rfc5118_mult_ip_in_header(self):
         (v,) = parse_via("SIP/2.0/TCP [2001:db8::9:255];branch=z9hG4bK451jj;received=192.0.2.200")
@@ -287,6 +291,10 @@ class TestVia:
             Via("UDP", "bad host")
         with pytest.raises(LocalProtocolError):
             Via("UDP", "h", 70000)
+        with pytest.raises(LocalProtocolError):
+            Via("UDP", "h", params={"ttl": "300"})
+        with pytest.raises(LocalProtocolError):
+            Via("UDP", "h", params={"received": "not-an-address"})
 
 
 # --- name-addr ---------------------------------------------------------------------------
