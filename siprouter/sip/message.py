@@ -226,14 +226,14 @@ class Message:
     def from_(self) -> NameAddr:
         v = self._memo.get("from")
         if v is None:
-            v = self._memo["from"] = parse_name_addr(self._required("from", "From"))
+            v = self._memo["from"] = parse_name_addr(self._required("from", "From"), "From")
         return v
 
     @property
     def to(self) -> NameAddr:
         v = self._memo.get("to")
         if v is None:
-            v = self._memo["to"] = parse_name_addr(self._required("to", "To"))
+            v = self._memo["to"] = parse_name_addr(self._required("to", "To"), "To")
         return v
 
     @property
@@ -247,21 +247,22 @@ class Message:
             v = self._memo["cseq"] = parse_cseq(self._required("cseq", "CSeq"))
         return v
 
-    def _uint(self, key: str, what: str) -> int | None:
+    def _uint(self, key: str, what: str, maximum: int = 2**32 - 1) -> int | None:
         memo = self._memo
         if key in memo:
             return memo[key]
         value = None
         for f in self.fields:
             if f[_KEY] == key and f[_VALUE] is not None:
-                value = parse_uint(f[_VALUE], what)
+                value = parse_uint(f[_VALUE], what, maximum)
                 break
         memo[key] = value
         return value
 
     @property
     def max_forwards(self) -> int | None:
-        return self._uint("max-forwards", "Max-Forwards")
+        # §20.22: "an integer in the range 0-255".
+        return self._uint("max-forwards", "Max-Forwards", 255)
 
     @property
     def content_length(self) -> int | None:
@@ -292,7 +293,7 @@ class Message:
             v = []
             for f in self.fields:
                 if f[_KEY] == key and f[_VALUE] is not None:
-                    v.extend(parse_name_addr_list(f[_VALUE]))
+                    v.extend(parse_name_addr_list(f[_VALUE], f[_NAME]))
             self._memo[key] = v
         return v
 
