@@ -79,7 +79,8 @@ def check_request(req: Request, *, role: str = "proxy",
                 raise RemoteProtocolError(f"Duplicate {_SINGLE[key]}", 400)
             seen.add(key)
     if req.top_via is None:
-        raise RemoteProtocolError("Missing Via", 400)
+        # No Via: a response could not be routed back (§18.2.2); dropped, as Kamailio does.
+        raise RemoteProtocolError("Missing Via", None)
     for key in _MANDATORY:
         if key not in seen:
             raise RemoteProtocolError(f"Missing {_SINGLE[key]}", 400)

@@ -323,3 +323,12 @@ async def test_no_route_header_is_not_loose_routed():
     t = make_tester(loose_router())
     out = await t.request(make_request("BYE", "sip:bob@10.0.0.9"))
     assert out.replied == 404
+
+
+async def test_request_without_via_is_dropped_not_answered():
+    # A reply could not be routed back (RFC 3261 §18.2.2); Kamailio drops these too.
+    t = make_tester(forward_to())
+    req = make_request("INVITE", "sip:bob@example.com", headers={"Via": None})
+    out = await t.request(req)
+    assert out.dropped
+    assert t.core.stats.bad_msgs == 1
