@@ -60,7 +60,8 @@ class Server:
         await transport.start()
         core.transport = transport
         # Only now are the real ports known (port 0 asks for any free one).
-        core.local = Myself(cfg.server.domains, transport.sockets, cfg.server.hostname)
+        core.local = Myself(cfg.server.domains, transport.sockets, cfg.server.hostname,
+                            is_local_ip=transport.is_local)
         self.core, self.transport = core, transport
         log.info("listening on %s", ", ".join(str(s) for s in transport.sockets))
 

@@ -9,7 +9,7 @@ port, 5060 or 5061 for sips, when the URI gives none), as Kamailio's ``check_sel
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from siprouter.sip.errors import SipParseError
@@ -35,7 +35,11 @@ class Myself:
     """The set of names and addresses that mean "this server"."""
 
     def __init__(self, domains: Iterable[str], sockets: Iterable[Any],
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None,
+                 is_local_ip: Callable[[str, int], bool] | None = None) -> None:
+        """:param is_local_ip: tells whether an IP address is one of this machine's (the
+        transport's ``is_local``); needed only for wildcard (0.0.0.0 / ::) listens."""
+        self._is_local_ip = is_local_ip
         self.domains = frozenset(d.lower() for d in domains)
         names = set(self.domains)
         if hostname:
@@ -61,7 +65,9 @@ class Myself:
                 ip = ipaddress.ip_address(host)
             except ValueError:
                 return False
-            return ip.is_loopback or ip.is_unspecified or (host, port) in self.addresses
+            if ip.is_loopback or ip.is_unspecified:
+                return True
+            return self._is_local_ip is not None and self._is_local_ip(host, port)
         return False
 
     def is_myself(self, uri_or_host: Any, port: int | None = None) -> bool:
