@@ -127,14 +127,15 @@ _KEY_CACHE_LIMIT += len(_KEY_CACHE)
 
 
 # A header field is a list, for speed (one is made per header line of every message):
-#   [key, name, value, start, end, text]
+#   [key, name, value, line, text]
 # key:   canonical lowercase long name ("via" for "v", "Via", "VIA")
 # name:  the name as written; value: the unfolded value without surrounding LWS, None
 #        once the line is removed
-# start, end: offsets of the whole line (with its terminator and continuation lines) in
-#        the received header text; -1 for a line added by an edit
+# line:  the received line(s) exactly, without the final "\n" (continuation lines
+#        included); None for a line added by an edit
 # text:  None for an unedited received line, else what is emitted in its place
-_KEY, _NAME, _VALUE, _START, _END, _TEXT = range(6)
+#        (without the final "\n"; "" for a removed line)
+_KEY, _NAME, _VALUE, _LINE, _TEXT = range(5)
 
 
 class Message:
@@ -143,7 +144,7 @@ class Message:
     Not built directly: use :func:`parse_message` (or ``Request.make_response``).
     """
 
-    __slots__ = ("raw", "head", "body", "fields", "source", "_sl_end", "_head_bytes",
+    __slots__ = ("raw", "body", "fields", "source", "_start_line", "_head_bytes",
                  "_body_off", "_memo", "_edited", "_sl_text", "__weakref__")
 
     raw: bytes
@@ -319,12 +320,12 @@ class Message:
     def _line(name: str, value: str) -> str:
         if "\r" in value or "\n" in value:
             raise LocalProtocolError(f"header {name} value contains a line break")
-        return f"{name}: {value}\r\n"
+        return f"{name}: {value}\r"
 
     def _new_field(self, name: str, value: str) -> list[Any]:
         key = _lookup_key(name)
         value = value.strip()
-        return [key, name, value, -1, -1, self._line(name, value)]
+        return [key, name, value, None, self._line(name, value)]
 
     def add_header(self, name: str, value: str) -> None:
         """Append a header line at the end of the header section."""
@@ -437,24 +438,11 @@ class Message:
         """The message as it goes on the wire: received bytes with the edits applied."""
         if not self._edited:
             return self.raw
-        head = self.head
-        parts: list[str] = [self._sl_text if self._sl_text is not None else head[: self._sl_end]]
-        cur = last_end = self._sl_end
-        for f in self.fields:
-            if f[_START] >= 0:
-                if f[_TEXT] is not None:
-                    if cur < f[_START]:
-                        parts.append(head[cur : f[_START]])
-                    parts.append(f[_TEXT])
-                    cur = f[_END]
-                last_end = f[_END]
-            else:
-                if cur < last_end:
-                    parts.append(head[cur:last_end])
-                parts.append(f[_TEXT])  # type: ignore[arg-type]
-                cur = last_end
-        parts.append(head[cur:])
-        out = "".join(parts).encode("utf-8", "surrogateescape")
+        lines = [self._sl_text if self._sl_text is not None else self._start_line]
+        lines += [f[_LINE] if f[_TEXT] is None else f[_TEXT]
+                  for f in self.fields if f[_VALUE] is not None]
+        lines.append("")
+        out = "\n".join(lines).encode("utf-8", "surrogateescape")
         # The empty line as received (a datagram whose header section was never closed
         # gets one), then the body.
         blank = self.raw[self._head_bytes : self._body_off] or b"\r\n"
@@ -488,7 +476,7 @@ class Request(Message):
             raise LocalProtocolError(f"not a valid Request-URI: {uri!r}")
         self.ruri = uri
         self._memo.pop("ruri", None)
-        self._sl_text = f"{self.method} {uri} {self.version}\r\n"
+        self._sl_text = f"{self.method} {uri} {self.version}\r"
         self._edited = True
 
     @property
@@ -531,7 +519,7 @@ class Request(Message):
                     value = f"{value};tag={to_tag}"
                 lines.append(f"{f[_NAME]}: {value}\r\n")
         for name, value in headers:
-            lines.append(self._line(name, value))
+            lines.append(self._line(name, value) + "\n")
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
         return "".join(lines).encode("utf-8", "surrogateescape") + body
 
@@ -636,9 +624,7 @@ def parse_message(
     fields: list[list[Any]] = []
     append = fields.append
     get_key = _KEY_CACHE.get
-    pos = sl_end
     for line in lines[1:]:
-        nxt = pos + len(line) + 1
         name, colon, value = line.partition(":")
         key = get_key(name)
         if key is None:
@@ -647,20 +633,18 @@ def parse_message(
                     raise SipParseError("Bad Header", 400, "continuation line after the start line")
                 prev = fields[-1]
                 more = line.strip(" \t\r")
-                prev[_VALUE] = f"{prev[_VALUE]} {more}" if more else prev[_VALUE]
-                prev[_END] = nxt
-                pos = nxt
+                if more:
+                    prev[_VALUE] = f"{prev[_VALUE]} {more}"
+                prev[_LINE] = f"{prev[_LINE]}\n{line}"
                 continue
             if not colon:
                 raise SipParseError("Bad Header", 400, f"no colon in {line[:40]!r}")
             name = name.rstrip(" \t")
             key = _key(name)
-        append([key, name, value.strip(" \t\r"), pos, nxt, None])
-        pos = nxt
+        append([key, name, value.strip(" \t\r"), line, None])
 
-    msg.head = head
     msg.fields = fields
-    msg._sl_end = sl_end
+    msg._start_line = lines[0]
     msg._sl_text = None
     msg._memo = {}
     msg._edited = False
