@@ -33,6 +33,7 @@ from siprouter.proxy.myself import Myself
 from siprouter.proxy.sanity import UnsupportedExtension, check_request, check_response
 from siprouter.proxy.stateless import (
     DEFAULT_MAX_FORWARDS,
+    MAGIC_COOKIE,
     is_forbidden_destination,
     response_target,
     stateless_branch,
@@ -98,6 +99,7 @@ class ProxyCore:
         self._pending: set[asyncio.Future[Any]] = set()
         self._targets: dict[str, Target] = {}
         self._out_sockets: dict[tuple[str, bool], Any] = {}
+        self._via_prefixes: tuple[str, ...] | None = None
         self._bad_log_window = 0.0
         self._bad_log_count = 0
         if script is not None:
@@ -400,17 +402,29 @@ class ProxyCore:
 
     # -- responses -------------------------------------------------------------------------
 
+    def _own_via_prefixes(self) -> tuple[str, ...]:
+        """How every Via we insert begins (see ``_forward``), one per listen socket."""
+        prefixes = self._via_prefixes
+        if prefixes is None:
+            prefixes = self._via_prefixes = tuple(
+                f"SIP/2.0/{s.proto.upper()} {s.via_host_port};branch={MAGIC_COOKIE}sl"
+                for s in self.transport.sockets)
+        return prefixes
+
     def _on_response(self, res: Response) -> None:
         res.outcome = None
         try:
             check_response(res)
+            # §16.11 / §18.1.2: a response whose topmost Via is not ours is dropped.
+            # Ours is recognised by how we write it; any other Via is parsed and its
+            # sent-by compared with our sockets.
+            if not res.header("via").startswith(self._own_via_prefixes()):  # type: ignore[union-attr]
+                via = res.top_via
+                if not self.local.is_local_address(via.host, via.port or 5060):  # type: ignore[union-attr]
+                    self.stats.drop_replies += 1
+                    return
         except RemoteProtocolError:
             self.stats.bad_msgs += 1
-            return
-        via = res.top_via
-        # §16.11 / §18.1.2: a response whose topmost Via is not ours is dropped.
-        if not self.local.is_local_address(via.host, via.port or 5060):
-            self.stats.drop_replies += 1
             return
         if self._reply_route is not None:
             self._run(self._reply_route, res, self._finish_response)

@@ -40,6 +40,7 @@ class Myself:
         """:param is_local_ip: tells whether an IP address is one of this machine's (the
         transport's ``is_local``); needed only for wildcard (0.0.0.0 / ::) listens."""
         self._is_local_ip = is_local_ip
+        self._seen: dict[tuple[str, int], bool] = {}
         self.domains = frozenset(d.lower() for d in domains)
         names = set(self.domains)
         if hostname:
@@ -56,7 +57,17 @@ class Myself:
             self.addresses.add((host, s.port))
 
     def is_local_address(self, host: str, port: int) -> bool:
-        """One of our listen (address, port) pairs? (Loop checks use this.)"""
+        """One of our listen (address, port) pairs? (Loop checks and the "is this Via
+        ours" test of every response use this: answers are memoized.)"""
+        key = (host, port)
+        verdict = self._seen.get(key)
+        if verdict is None:
+            verdict = self._is_local_address(host, port)
+            if len(self._seen) < 4096:
+                self._seen[key] = verdict
+        return verdict
+
+    def _is_local_address(self, host: str, port: int) -> bool:
         host = bare_host(host)
         if (host, port) in self.addresses:
             return True

@@ -72,12 +72,15 @@ def check_request(req: Request, *, role: str = "proxy",
     # Mandatory headers (§8.1.1), each exactly once where the grammar allows one value
     # (§7.3.1; RFC 4475 §3.3.8 multi01: two Call-IDs, CSeqs ... are a 400).
     seen: set[str] = set()
+    proxy_require = False
     for f in req.fields:
         key = f[0]
         if key in _SINGLE and f[2] is not None:
             if key in seen:
                 raise RemoteProtocolError(f"Duplicate {_SINGLE[key]}", 400)
             seen.add(key)
+        elif key == "proxy-require":
+            proxy_require = True
     if req.top_via is None:
         # No Via: a response could not be routed back (§18.2.2); dropped, as Kamailio does.
         raise RemoteProtocolError("Missing Via", None)
@@ -105,7 +108,7 @@ def check_request(req: Request, *, role: str = "proxy",
         raise RemoteProtocolError("Headers In Request-URI", 400)
     if role == "proxy":
         # §16.3 step 5: Proxy-Require option tags must all be supported by this proxy.
-        if req.method not in ("ACK", "CANCEL") and req.has_header("proxy-require"):
+        if proxy_require and req.method not in ("ACK", "CANCEL"):
             unknown = [t for t in _option_tags(req, "Proxy-Require")
                        if t.lower() not in supported]
             if unknown:
@@ -115,15 +118,12 @@ def check_request(req: Request, *, role: str = "proxy",
 
 
 def check_response(res: Response) -> None:
-    """A response must carry a parseable topmost Via to be routed, and the headers a
-    transaction matches on. Raises RemoteProtocolError (status_hint None: dropped)."""
+    """A response must carry a parseable topmost Via to be routed and a CSeq that
+    transactions match on; other headers are forwarded as they are, as Kamailio's
+    forward_reply does. Raises RemoteProtocolError (status_hint None: dropped)."""
     try:
-        if res.top_via is None:
+        if not res.has_header("via"):
             raise RemoteProtocolError("Missing Via", None)
-        res.cseq  # noqa: B018
-        present = {f[0] for f in res.fields if f[2] is not None}
-        for key in _MANDATORY:
-            if key not in present:
-                raise RemoteProtocolError(f"Missing {_SINGLE[key]}", None)
+        res.cseq  # noqa: B018 - transactions match on it
     except RemoteProtocolError as e:
         raise RemoteProtocolError(e.reason, None, e.detail) from None

@@ -621,27 +621,17 @@ def parse_message(
     del lines[-1]  # head ends with its last line terminator
     if len(lines) > MAX_HEADER_FIELDS + 1:
         raise SipParseError("Too Many Headers", 513, f"{len(lines) - 1} header lines")
-    fields: list[list[Any]] = []
-    append = fields.append
-    get_key = _KEY_CACHE.get
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        key = get_key(name)
-        if key is None:
-            if line[:1] in (" ", "\t"):
-                if not fields:
-                    raise SipParseError("Bad Header", 400, "continuation line after the start line")
-                prev = fields[-1]
-                more = line.strip(" \t\r")
-                if more:
-                    prev[_VALUE] = f"{prev[_VALUE]} {more}"
-                prev[_LINE] = f"{prev[_LINE]}\n{line}"
-                continue
-            if not colon:
-                raise SipParseError("Bad Header", 400, f"no colon in {line[:40]!r}")
-            name = name.rstrip(" \t")
-            key = _key(name)
-        append([key, name, value.strip(" \t\r"), line, None])
+    if "\n " in head or "\n\t" in head:
+        fields = _scan_folded(lines)
+    else:
+        # The common case, as one comprehension (measurably cheaper than a loop here):
+        # no continuation lines; names as usually written are in the cache.
+        get_key = _KEY_CACHE.get
+        try:
+            fields = [[get_key(name) or _new_key(name, colon), name, value.strip(" \t\r"), line, None]
+                      for line in lines[1:] for name, colon, value in (line.partition(":"),)]
+        except _Irregular:
+            fields = _scan_folded(lines)
 
     msg.fields = fields
     msg._start_line = lines[0]
@@ -677,6 +667,41 @@ def parse_message(
     msg.body = data[body_start:end]
     msg.raw = data if (start == 0 and end == n) else data[start:end]
     return msg
+
+
+class _Irregular(Exception):
+    """A header line the fast scan leaves to ``_scan_folded`` (e.g. LWS before the colon)."""
+
+
+def _new_key(name: str, colon: str) -> str:
+    """Key of a name the cache does not know yet, for the fast scan."""
+    if not colon:
+        raise SipParseError("Bad Header", 400, f"no colon after {name[:40]!r}")
+    if name[-1:] in (" ", "\t"):
+        raise _Irregular
+    return _key(name)
+
+
+def _scan_folded(lines: list[str]) -> list[list[Any]]:
+    """The header scan for any message: continuation lines (§7.3.1) are joined to the
+    line they continue; LWS between a name and its colon is allowed (§7.3.1 HCOLON)."""
+    fields: list[list[Any]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not fields:
+                raise SipParseError("Bad Header", 400, "continuation line after the start line")
+            prev = fields[-1]
+            more = line.strip(" \t\r")
+            if more:
+                prev[_VALUE] = f"{prev[_VALUE]} {more}"
+            prev[_LINE] = f"{prev[_LINE]}\n{line}"
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError("Bad Header", 400, f"no colon in {line[:40]!r}")
+        name = name.rstrip(" \t")
+        fields.append([_key(name), name, value.strip(" \t\r"), line, None])
+    return fields
 
 
 def _parse_request_line(line: str, cls: type[Request]) -> Request:
