@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 
 import pytest
 from transport_helpers import WAIT, eventually, recv_udp, udp_client
@@ -123,7 +124,7 @@ async def test_several_sockets_at_once(make_manager) -> None:
 
 
 async def test_burst_of_datagrams_all_arrive(make_manager) -> None:
-    # More than UDP_READS_PER_WAKEUP at once: the reader drains across wake-ups.
+    # Hundreds wait in the kernel before the loop first looks: none lost, none reordered.
     manager, inbox = await make_manager("udp:127.0.0.1:0")
     port = manager.sockets[0].port
     with udp_client() as client:
@@ -510,39 +511,92 @@ async def test_is_local_ipv6(make_manager) -> None:
     assert not manager.is_local("127.0.0.1", tcp.port)
 
 
-async def test_udp_send_queue_when_the_kernel_buffer_is_full(make_manager, tmp_path,
-                                                             monkeypatch) -> None:
-    # A UNIX datagram socket with a short receive queue makes sendto() hit EAGAIN
-    # reliably (loopback UDP practically never does); the endpoint must queue, flush
-    # in order once the receiver reads, and drop beyond its bound.
+async def test_udp_send_that_cannot_go_out_is_counted_not_raised(make_manager) -> None:
+    # Linux refuses a datagram to port 0 (EINVAL): the transport reports it through
+    # error_received, and send() must count it as a send error, not raise.
+    manager, _ = await make_manager("udp:127.0.0.1:0")
+    manager.send(b"nowhere", Target("udp", "127.0.0.1", 0))
+    assert manager.stats["tx_errors"] == 1
+    assert manager.stats["tx_datagrams"] == 0
+    assert manager.stats["rx_errors"] == 0
+    with udp_client() as client:
+        manager.send(b"still works", Target("udp", "127.0.0.1", client.getsockname()[1]))
+        data, _ = await recv_udp(client)
+    assert data == b"still works"
+    assert manager.stats["tx_datagrams"] == 1
+    assert manager.stats["tx_errors"] == 1
+
+
+async def test_errors_reported_on_a_udp_socket_never_stop_it(make_manager) -> None:
+    manager, inbox = await make_manager("udp:127.0.0.1:0")
+    port = manager.sockets[0].port
+    with udp_client() as gone:
+        closed_port = gone.getsockname()[1]
+    # Loopback answers this with ICMP port unreachable. Linux does not report that on
+    # an unconnected socket without IP_RECVERR (udp(7)), so nothing is counted ...
+    manager.send(b"to a closed port", Target("udp", "127.0.0.1", closed_port))
+    await asyncio.sleep(0.05)
+    assert manager.stats["rx_errors"] == 0
+    # ... but whatever the loop does report (as it would for a connected socket) is
+    # counted, and the socket keeps serving.
+    manager._udp[0].error_received(ConnectionRefusedError(111, "Connection refused"))
+    assert manager.stats["rx_errors"] == 1
+    with udp_client() as client:
+        client.sendto(request(), ("127.0.0.1", port))
+        data, source = await inbox.get()
+        assert data == request()
+        manager.send_to_source(b"SIP/2.0 200 OK\r\n\r\n", source)
+        reply, _ = await recv_udp(client)
+    assert reply == b"SIP/2.0 200 OK\r\n\r\n"
+    assert manager.stats["tx_errors"] == 0
+    assert manager.stats["tx_datagrams"] == 2
+
+
+async def test_udp_backlog_is_flushed_in_order_and_bounded(make_manager, monkeypatch) -> None:
+    # A UNIX datagram socket with a short receive queue makes the kernel refuse sends
+    # (EAGAIN) reliably, which loopback UDP practically never does. The protocol is the
+    # one the manager puts on each UDP socket, on the loop's own transport: datagrams
+    # the kernel refuses wait and go out in order once the receiver reads; past
+    # UDP_WRITE_BUFFER_MAX bytes waiting, further ones are dropped and counted.
     from siprouter.transport import manager as manager_module
     from siprouter.transport.types import ListenSocket
 
+    monkeypatch.setattr(manager_module, "UDP_WRITE_BUFFER_MAX", 200)
     manager, _ = await make_manager("udp:127.0.0.1:0")
-    path = str(tmp_path / "rx")
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(path)
-    receiver.setblocking(False)
-    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sender.setblocking(False)
-    monkeypatch.setattr(manager_module, "UDP_SEND_QUEUE_MAX", 40)
-    ep = manager_module._UdpEndpoint(sender, ListenSocket("udp", "127.0.0.1", 0), manager)
-    with receiver, sender:
-        for n in range(100):
-            ep.sendto(b"%d" % n, path)  # type: ignore[arg-type]
-        assert manager.stats["tx_queued"] == 40
-        sent_at_once = manager.stats["tx_datagrams"]
-        assert 0 < sent_at_once < 60
-        assert manager.stats["tx_dropped"] == 100 - 40 - sent_at_once
-        got: list[bytes] = []
-        expected = sent_at_once + 40
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT
-        while len(got) < expected and loop.time() < deadline:
-            try:
-                got.append(receiver.recv(100))
-            except BlockingIOError:
-                await asyncio.sleep(0.002)
-    assert got == [b"%d" % n for n in range(expected)]
-    assert not ep.queue
-    assert manager.stats["tx_datagrams"] == expected
+    stats = manager.stats
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory(prefix="sr-") as tmp:  # AF_UNIX paths are short
+        path = os.path.join(tmp, "rx")
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind(path)
+        receiver.setblocking(False)
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: manager_module._UdpProtocol(manager, ListenSocket("udp", "127.0.0.1", 0)),
+            sock=sender)
+        try:
+            with receiver:
+                for n in range(100):
+                    proto.sendto(b"datagram%02d" % n, path)  # type: ignore[arg-type]
+                accepted = stats["tx_datagrams"]
+                assert proto.backlog
+                assert 0 < stats["tx_queued"] <= 200 // 10 + 1
+                assert 0 < accepted - stats["tx_queued"] < 60  # the rest went out at once
+                assert stats["tx_dropped"] == 100 - accepted
+                assert stats["tx_errors"] == 0
+                got: list[bytes] = []
+                deadline = loop.time() + WAIT
+                while len(got) < accepted and loop.time() < deadline:
+                    try:
+                        got.append(receiver.recv(100))
+                    except BlockingIOError:
+                        await asyncio.sleep(0.002)
+                assert got == [b"datagram%02d" % n for n in range(accepted)]
+                await eventually(lambda: not proto.backlog)
+                queued = stats["tx_queued"]
+                proto.sendto(b"after", path)  # type: ignore[arg-type]
+                assert receiver.recv(100) == b"after"
+                assert stats["tx_queued"] == queued
+        finally:
+            transport.abort()
+            await proto.lost
