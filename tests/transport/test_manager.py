@@ -134,6 +134,20 @@ async def test_burst_of_datagrams_all_arrive(make_manager) -> None:
     assert got == [request(n) for n in range(300)]
 
 
+async def test_largest_udp_datagram_arrives_whole(make_manager) -> None:
+    # Pins that reads are sized for any UDP payload (RECV_SIZE caps asyncio's 256 KiB
+    # reads, which made every datagram cost an mmap + munmap).
+    manager, inbox = await make_manager("udp:127.0.0.1:0")
+    port = manager.sockets[0].port
+    largest = request(body=b"x" * 65000)
+    largest += b"y" * (65507 - len(largest))  # the IPv4 UDP maximum
+    with udp_client() as client:
+        client.sendto(largest, ("127.0.0.1", port))
+        data, _ = await inbox.get()
+    assert data == largest
+    assert manager.stats["rx_oversize"] == 0
+
+
 async def test_on_message_exception_does_not_kill_the_udp_reader(make_manager) -> None:
     delivered: list[bytes] = []
 
