@@ -232,6 +232,15 @@ class ProxyCore:
         self._run(self._request_route, req, self._finish_request)
 
     def _finish_request(self, req: Request) -> None:
+        try:
+            self._carry_out(req)
+        except RemoteProtocolError as e:
+            # A header needed to forward turned out malformed: the sender's fault.
+            self.stats.bad_msgs += 1
+            if e.status_hint and req.method != "ACK":
+                self._send_reply(req, e.status_hint, e.reason)
+
+    def _carry_out(self, req: Request) -> None:
         outcome = req.outcome
         if type(outcome) is Forward:
             self._forward(req, outcome.destination or req.destination)

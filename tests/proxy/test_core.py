@@ -332,3 +332,17 @@ async def test_request_without_via_is_dropped_not_answered():
     out = await t.request(req)
     assert out.dropped
     assert t.core.stats.bad_msgs == 1
+
+
+FUZZ_REGRESSIONS = sorted(
+    (__import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "fuzz-regressions").glob("*"))
+
+
+@pytest.mark.parametrize("path", FUZZ_REGRESSIONS, ids=lambda p: p.name)
+async def test_fuzz_regressions_are_absorbed(path):
+    # Inputs fuzz/fuzz_parse.py found crashing the core. stateless-branch-bad-from.sip: a
+    # request without a magic-cookie branch and a malformed From used to raise
+    # SipParseError out of on_message while computing the stateless branch.
+    t = make_tester(ScriptTester().script, next_hop="sip:127.0.0.2:5060", raise_errors=False)
+    out = await t.request(path.read_bytes(), source="udp:192.0.2.1:5060")
+    assert out.error is None
