@@ -166,30 +166,29 @@ def _run_server(args: list[str], tmp_path: Path, wait_for: str) -> tuple[int, li
     proc = subprocess.Popen(
         [sys.executable, "-m", "siprouter", "run", *args],
         cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
     )  # fmt: skip
-    lines: list[str] = []
+    # Read raw bytes from the pipe: select() on a buffered text stream misses lines that
+    # the buffer already holds (two log lines in one read used to stall this for 15 s).
+    buf = b""
     deadline = time.monotonic() + 15
     try:
         assert proc.stderr is not None
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        fd = proc.stderr.fileno()
+        while time.monotonic() < deadline and wait_for.encode() not in buf:
+            ready, _, _ = select.select([fd], [], [], 0.2)
             if ready:
-                line = proc.stderr.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break  # the server exited
-                lines.append(line)
-                if wait_for in line:
-                    # The server installs its signal handlers just after saying so.
-                    time.sleep(0.5)
-                    break
+                buf += chunk
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=15)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    lines.extend(rest.splitlines(keepends=True))
+    lines = (buf + rest).decode().splitlines(keepends=True)
     return proc.returncode, lines
 
 
