@@ -259,6 +259,12 @@ class ProxyCore:
         if req.method == "ACK":
             return
         try:
+            # The reply carries received/rport back (§18.2.1, RFC 3581 §4): that is how a
+            # UA behind NAT learns its public address.
+            self._stamp_received(req)
+        except RemoteProtocolError:
+            pass  # a Via too broken to read: the reply copies it as it came
+        try:
             data = req.make_response(status, reason, to_tag=stateless_to_tag(req, self.secret),
                                      headers=headers, body=body)
         except (RemoteProtocolError, LocalProtocolError) as e:

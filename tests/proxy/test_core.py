@@ -346,3 +346,17 @@ async def test_fuzz_regressions_are_absorbed(path):
     t = make_tester(ScriptTester().script, next_hop="sip:127.0.0.2:5060", raise_errors=False)
     out = await t.request(path.read_bytes(), source="udp:192.0.2.1:5060")
     assert out.error is None
+
+
+async def test_stateless_reply_carries_received_and_rport_back():
+    # RFC 3581 §4: the UA behind NAT learns its public address from the reply's Via.
+    async def request_route(req, ctx):
+        req.reply(404)
+
+    t = make_tester(script(request_route))
+    req = make_request("REGISTER", "sip:example.org", via_host="10.1.1.1:5060")
+    req = req.replace(";branch=", ";rport;branch=", 1)
+    out = await t.request(req, source="udp:192.0.2.55:40123")
+    via = out.reply.top_via
+    assert via.received == "192.0.2.55" and via.rport == "40123"
+    assert out.replied_to == Target("udp", "192.0.2.55", 40123)
