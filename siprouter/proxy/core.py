@@ -42,6 +42,7 @@ from siprouter.proxy.stateless import (
 )
 from siprouter.script.api import Context, Drop, Forward, Reply, Request, Response
 from siprouter.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
+from siprouter.sip.headers import format_params
 from siprouter.sip.message import parse_message, salvage_response
 from siprouter.sip.uri import SipUri
 from siprouter.transport.types import Source, Target
@@ -371,12 +372,7 @@ class ProxyCore:
             params["received"] = ip
         else:
             return
-        text = [f"{via.protocol}/{via.transport} {via.host}"]
-        if via.port is not None:
-            text.append(f":{via.port}")
-        for name, value in params.items():
-            text.append(f";{name}" if value is None else f";{name}={value}")
-        req.replace_top_via("".join(text))
+        req.replace_top_via(f"{via.protocol}/{via.transport} {via.sent_by}{format_params(params)}")
 
     def loose_route(self, req: Request) -> bool:
         """RFC 3261 §16.4 Route processing; see ``Context.loose_route``."""
