@@ -22,16 +22,16 @@ except ImportError:  # smoke-test mode, see main()
 
 if atheris is not None:
     with atheris.instrument_imports(include=["siprouter"]):
-        from siprouter.proxy.core import ProxyCore
         from siprouter.proxy.myself import Myself
+        from siprouter.script.api import make_proxy_core
         from siprouter.script.loader import load_script
         from siprouter.script.testing import RecordingTransport
         from siprouter.sip.errors import SipParseError
         from siprouter.sip.message import parse_message
         from siprouter.transport.types import ListenSocket, Source
 else:
-    from siprouter.proxy.core import ProxyCore
     from siprouter.proxy.myself import Myself
+    from siprouter.script.api import make_proxy_core
     from siprouter.script.loader import load_script
     from siprouter.script.testing import RecordingTransport
     from siprouter.sip.errors import SipParseError
@@ -39,7 +39,7 @@ else:
     from siprouter.transport.types import ListenSocket, Source
 
 _SOCK = ListenSocket("udp", "127.0.0.1", 5060)
-_CORE = ProxyCore(RecordingTransport([_SOCK]), myself=Myself(["example.com"], [_SOCK], "sip.test"),
+_CORE = make_proxy_core(RecordingTransport([_SOCK]), myself=Myself(["example.com"], [_SOCK], "sip.test"),
                   script=load_script(None), next_hop="sip:127.0.0.2:5060")
 _SOURCE = Source("udp", "192.0.2.1", 5060, _SOCK)
 

@@ -15,6 +15,7 @@ import signal
 from siprouter.config import Config
 from siprouter.proxy.core import ProxyCore
 from siprouter.proxy.myself import Myself
+from siprouter.script.api import make_proxy_core
 from siprouter.script.loader import ScriptError
 from siprouter.script.reload import ScriptReloader
 from siprouter.transport.manager import TransportLimits, TransportManager
@@ -40,8 +41,8 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
-        core = ProxyCore(None, myself=Myself(cfg.server.domains, (), cfg.server.hostname),
-                         params=dict(cfg.routing.params), next_hop=cfg.routing.next_hop)
+        core = make_proxy_core(None, myself=Myself(cfg.server.domains, (), cfg.server.hostname),
+                               params=dict(cfg.routing.params), next_hop=cfg.routing.next_hop)
         # The reloader takes its change baseline at the first load, so an edit made
         # while we start is not missed.
         self.reloader = ScriptReloader(str(cfg.routing.script), core.set_script,

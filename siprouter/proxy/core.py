@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from siprouter.proxy.actions import Drop, Forward, ProxyRequest, ProxyResponse, Reply
 from siprouter.proxy.myself import Myself
 from siprouter.proxy.sanity import UnsupportedExtension, check_request, check_response
 from siprouter.proxy.stateless import (
@@ -40,7 +41,6 @@ from siprouter.proxy.stateless import (
     stateless_to_tag,
     uri_target,
 )
-from siprouter.script.api import Context, Drop, Forward, Reply, Request, Response
 from siprouter.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from siprouter.sip.headers import format_params
 from siprouter.sip.message import parse_message, salvage_response
@@ -72,8 +72,8 @@ class CoreStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def _no_script(req: Request, ctx: Context) -> None:
-    req.reply(500, "No Routing Script")
+def _no_script(req: ProxyRequest, ctx: Any) -> None:
+    req.outcome = Reply(500, "No Routing Script", (), b"")
 
 
 class ProxyCore:
@@ -82,17 +82,26 @@ class ProxyCore:
     :param transport: ``TransportManager`` or anything with ``sockets``, ``send``,
         ``send_to_source`` (the testing kit passes a recording one).
     :param myself: who we are (domains, listen addresses, host name).
+    :param context_factory: builds the ``ctx`` of route functions from the core (the
+        script layer passes its ``Context``; the proxy layer does not import it).
+    :param request_cls, response_cls: the classes messages are parsed into (the script
+        layer's, which add the verbs).
     :param script: a ``LoadedScript`` (``request_route``/``reply_route``); see ``set_script``.
     :param secret: key for branch and To-tag hashes (random per process by default).
     """
 
     def __init__(self, transport: Any, *, myself: Myself, script: Any = None,
-                 params: dict[str, Any] | None = None, next_hop: str | None = None,
+                 context_factory: Callable[[ProxyCore], Any] | None = None,
+                 request_cls: type[ProxyRequest] = ProxyRequest,
+                 response_cls: type[ProxyResponse] = ProxyResponse,
                  secret: bytes | None = None) -> None:
         self.transport = transport
         self.local = myself
         self.secret = secret or os.urandom(16)
-        self.context = Context(self, params=params, next_hop=next_hop)
+        self._request_cls = request_cls
+        self._response_cls = response_cls
+        #: The ``ctx`` handed to route functions (the script layer's ``Context``).
+        self.context: Any = context_factory(self) if context_factory is not None else None
         self.stats = CoreStats()
         self.script: Any = None
         self._request_route: Callable[..., Any] = _no_script
@@ -156,13 +165,13 @@ class ProxyCore:
         if isinstance(exc, RemoteProtocolError):
             # The script read a header that turned out malformed: the sender's fault.
             self.stats.bad_msgs += 1
-            if isinstance(msg, Request) and exc.status_hint and msg.outcome is None:
+            if isinstance(msg, ProxyRequest) and exc.status_hint and msg.outcome is None:
                 self._send_reply(msg, exc.status_hint, exc.reason)
             return
         self.stats.script_errors += 1
         where = getattr(self.script, "name", "script")
         log.error("routing script %s failed on %r: %s", where, msg, exc, exc_info=exc)
-        if isinstance(msg, Request) and msg.method != "ACK":
+        if isinstance(msg, ProxyRequest) and msg.method != "ACK":
             if msg.outcome is None:
                 self._send_reply(msg, 500, "Server Internal Error")
             else:
@@ -181,12 +190,12 @@ class ProxyCore:
         """Handle one received message. Never raises for bad input."""
         try:
             msg = parse_message(data, datagram=source.proto == "udp",
-                                request_cls=Request, response_cls=Response)
+                                request_cls=self._request_cls, response_cls=self._response_cls)
         except SipParseError as e:
             self._bad_message(data, source, e)
             return
         msg.source = source
-        if type(msg) is Request:
+        if type(msg) is self._request_cls:
             self.stats.rcv_requests += 1
             self._on_request(msg)
         else:
@@ -216,7 +225,7 @@ class ProxyCore:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _on_request(self, req: Request) -> None:
+    def _on_request(self, req: ProxyRequest) -> None:
         req.outcome = None
         req.destination = None
         try:
@@ -232,7 +241,7 @@ class ProxyCore:
             return
         self._run(self._request_route, req, self._finish_request)
 
-    def _finish_request(self, req: Request) -> None:
+    def _finish_request(self, req: ProxyRequest) -> None:
         try:
             self._carry_out(req)
         except RemoteProtocolError as e:
@@ -241,7 +250,7 @@ class ProxyCore:
             if e.status_hint and req.method != "ACK":
                 self._send_reply(req, e.status_hint, e.reason)
 
-    def _carry_out(self, req: Request) -> None:
+    def _carry_out(self, req: ProxyRequest) -> None:
         outcome = req.outcome
         if type(outcome) is Forward:
             self._forward(req, outcome.destination or req.destination)
@@ -253,7 +262,7 @@ class ProxyCore:
                 log.debug("request_route ended without reply/forward/drop: %r dropped "
                           "(call-id %s)", req, req.call_id)
 
-    def _send_reply(self, req: Request, status: int, reason: str | None,
+    def _send_reply(self, req: ProxyRequest, status: int, reason: str | None,
                     headers: Any = (), body: bytes = b"") -> None:
         """Stateless reply (Kamailio ``sl_send_reply``), back the way the request came
         (§18.2.2: for UDP to the source address, at the rport or sent-by port)."""
@@ -304,7 +313,7 @@ class ProxyCore:
                     break
         return sock
 
-    def _forward(self, req: Request, destination: str | None) -> None:
+    def _forward(self, req: ProxyRequest, destination: str | None) -> None:
         """Stateless forward (§16.11 with §16.6 steps 3, 6-8)."""
         # §16.3 step 2 / §16.6 step 3: Max-Forwards.
         mf = req.max_forwards
@@ -349,7 +358,7 @@ class ProxyCore:
         self.stats.fwd_requests += 1
         self.transport.send(req.to_bytes(), target, prefer=sock)
 
-    def _stamp_received(self, req: Request) -> None:
+    def _stamp_received(self, req: ProxyRequest) -> None:
         """§18.2.1: add ``received`` when the sent-by host is not the source address;
         RFC 3581 §4: fill in an empty ``rport`` (and then always add ``received``).
         On a stream transport ``rport`` is filled in too, so the response can find the
@@ -374,7 +383,7 @@ class ProxyCore:
             return
         req.replace_top_via(f"{via.protocol}/{via.transport} {via.sent_by}{format_params(params)}")
 
-    def loose_route(self, req: Request) -> bool:
+    def loose_route(self, req: ProxyRequest) -> bool:
         """RFC 3261 §16.4 Route processing; see ``Context.loose_route``."""
         routes = req.routes
         if not routes:
@@ -422,7 +431,7 @@ class ProxyCore:
                 for s in self.transport.sockets)
         return prefixes
 
-    def _on_response(self, res: Response) -> None:
+    def _on_response(self, res: ProxyResponse) -> None:
         res.outcome = None
         try:
             check_response(res)
@@ -442,7 +451,7 @@ class ProxyCore:
         else:
             self._finish_response(res)
 
-    def _finish_response(self, res: Response) -> None:
+    def _finish_response(self, res: ProxyResponse) -> None:
         if type(res.outcome) is Drop:
             self.stats.drop_replies += 1
             return

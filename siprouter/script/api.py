@@ -24,58 +24,19 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from siprouter.sip import message as _message
+from siprouter.proxy.actions import DROP, Drop, Forward, ProxyRequest, ProxyResponse, Reply
+from siprouter.proxy.core import ProxyCore
+from siprouter.proxy.myself import Myself
 from siprouter.sip.errors import LocalProtocolError
 
 if TYPE_CHECKING:
-    from siprouter.proxy.core import ProxyCore
     from siprouter.transport.types import Source
 
-__all__ = ["Request", "Response", "Context", "Reply", "Forward", "Drop"]
+__all__ = ["Request", "Response", "Context", "Reply", "Forward", "Drop", "DROP",
+           "make_proxy_core"]
 
 
-class Reply:
-    """The script answered the request statelessly (Kamailio's ``sl_send_reply``)."""
-
-    __slots__ = ("status", "reason", "headers", "body")
-
-    def __init__(self, status: int, reason: str | None, headers: tuple[tuple[str, str], ...],
-                 body: bytes) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.body = body
-
-    def __repr__(self) -> str:
-        return f"Reply({self.status}, {self.reason!r})"
-
-
-class Forward:
-    """The script forwarded the request statelessly to ``destination`` (a SIP URI), or,
-    when it is None, to the request's destination (``$du``), its Route set or its R-URI."""
-
-    __slots__ = ("destination",)
-
-    def __init__(self, destination: str | None) -> None:
-        self.destination = destination
-
-    def __repr__(self) -> str:
-        return f"Forward({self.destination!r})"
-
-
-class Drop:
-    """The script dropped the message: nothing is sent."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "Drop()"
-
-
-DROP = Drop()
-
-
-class Request(_message.Request):
+class Request(ProxyRequest):
     """A received request, with the verbs of a routing script.
 
     Reading: ``method``, ``ruri``, ``uri`` (parsed R-URI), ``header(name)``,
@@ -89,10 +50,8 @@ class Request(_message.Request):
     Terminal verbs: ``reply``, ``forward``, ``drop``.
     """
 
-    __slots__ = ("destination", "outcome")
+    __slots__ = ()
 
-    destination: str | None
-    outcome: Reply | Forward | Drop | None
     source: Source
 
     def _settle(self, outcome: Reply | Forward | Drop) -> None:
@@ -144,12 +103,11 @@ class Request(_message.Request):
         return getattr(self, "outcome", None) is not None
 
 
-class Response(_message.Response):
+class Response(ProxyResponse):
     """A received response, in ``reply_route``. ``drop()`` keeps it from being forwarded."""
 
-    __slots__ = ("outcome",)
+    __slots__ = ()
 
-    outcome: Drop | None
     source: Source
 
     def drop(self) -> None:
@@ -197,3 +155,15 @@ class Context:
         if self._core is None:
             raise LocalProtocolError("loose_route needs a running proxy core")
         return self._core.loose_route(req)
+
+
+def make_proxy_core(transport: Any, *, myself: Myself, script: Any = None,
+                    params: Mapping[str, Any] | None = None, next_hop: str | None = None,
+                    secret: bytes | None = None) -> ProxyCore:
+    """A ``ProxyCore`` that parses into this module's ``Request``/``Response`` (with the
+    script verbs) and hands route functions a ``Context`` — what the server and the
+    testing kit run."""
+    return ProxyCore(
+        transport, myself=myself, script=script, request_cls=Request, response_cls=Response,
+        context_factory=lambda core: Context(core, params=params, next_hop=next_hop),
+        secret=secret)

@@ -54,9 +54,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from siprouter.proxy.core import ProxyCore
 from siprouter.proxy.myself import Myself
-from siprouter.script.api import Context
+from siprouter.script.api import Context, make_proxy_core
 from siprouter.script.loader import LoadedScript, load_script, script_from_module
 from siprouter.sip.message import Request, Response, parse_message
 from siprouter.transport.types import ListenSocket, Source, Target, parse_socket_spec
@@ -177,8 +176,8 @@ class ScriptTester:
         self.transport = RecordingTransport(sockets)
         self.myself = Myself(domains, sockets, hostname)
         self._error: BaseException | None = None
-        self.core = ProxyCore(self.transport, myself=self.myself, params=dict(params or {}),
-                              next_hop=next_hop, secret=secret)
+        self.core = make_proxy_core(self.transport, myself=self.myself,
+                                    params=dict(params or {}), next_hop=next_hop, secret=secret)
         self.script: LoadedScript
         self.set_script(script)
 
