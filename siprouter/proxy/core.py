@@ -285,7 +285,10 @@ class ProxyCore:
         if source.proto != "udp":
             self.transport.send_to_source(data, source)
             return
-        via = req.top_via
+        try:
+            via = req.top_via
+        except RemoteProtocolError:
+            via = None  # unreadable Via (perhaps why we answer): back to the source
         port = source.port
         if via is not None and via.maddr is None and via.rport is None:
             # §18.2.2: no rport: the sent-by port (the UAC listens there).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-from siprouter.sip.errors import RemoteProtocolError, SipParseError
+from siprouter.sip.errors import RemoteProtocolError
 from siprouter.sip.headers import Via
 from siprouter.sip.message import Request
 from siprouter.sip.uri import SipUri, TelUri, parse_uri
@@ -62,13 +62,10 @@ def stateless_branch(req: Request, secret: bytes, next_uri: str) -> str:
 def stateless_to_tag(req: Request, secret: bytes) -> str:
     """A To-tag for a stateless reply: the same for retransmissions of one request, so
     that the UAC sees one dialog-less answer (as Kamailio's sl module does)."""
-    via = req.top_via
-    try:
-        from_tag = req.from_.tag or ""
-    except SipParseError:
-        from_tag = ""
-    return _digest(secret, req.call_id if req.has_header("call-id") else "",
-                   from_tag, via.branch or "" if via else "")
+    # Raw values, as for the branch: they contain the tag and branch, and a reply must
+    # still be possible when one of them is malformed (that may be why we answer).
+    return _digest(secret, req.header("call-id") or "", req.header("from") or "",
+                   req.header("via") or "")
 
 
 def uri_target(uri_text: str | SipUri, *, default_proto: str = "udp") -> Target:

@@ -148,7 +148,6 @@ class Message:
                  "_body_off", "_memo", "_edited", "_sl_text", "__weakref__")
 
     raw: bytes
-    head: str
     body: bytes
     fields: list[list[Any]]
     source: Any
@@ -178,17 +177,6 @@ class Message:
     def header_names(self) -> list[str]:
         """Header names as written, one per line, in order."""
         return [f[_NAME] for f in self.fields if f[_VALUE] is not None]
-
-    def _values(self, key: str) -> list[str]:
-        """All comma-separated values of every line with this key (for list headers)."""
-        out: list[str] = []
-        for f in self.fields:
-            if f[_KEY] == key and f[_VALUE] is not None:
-                if "," in f[_VALUE]:
-                    out.extend(split_values(f[_VALUE]))
-                else:
-                    out.append(f[_VALUE])
-        return out
 
     def _required(self, key: str, what: str) -> str:
         for f in self.fields:

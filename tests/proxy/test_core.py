@@ -360,3 +360,14 @@ async def test_stateless_reply_carries_received_and_rport_back():
     via = out.reply.top_via
     assert via.received == "192.0.2.55" and via.rport == "40123"
     assert out.replied_to == Target("udp", "192.0.2.55", 40123)
+
+
+async def test_request_with_unreadable_via_gets_400_at_its_source():
+    # Used to be dropped silently: the To-tag hash and the reply target both parsed the
+    # Via that sanity had just refused.
+    t = make_tester(forward_to())
+    req = make_request("INVITE", "sip:bob@example.com").replace(
+        "Via: SIP/2.0/UDP 192.0.2.10;", "Via: SIP/2.0/UDP 192.0.2.10:99999;", 1)
+    out = await t.request(req, source="udp:192.0.2.10:40000")
+    assert out.replied == 400
+    assert out.replied_to == Target("udp", "192.0.2.10", 40000)
