@@ -49,6 +49,8 @@ __all__ = [
     "RoutingConfig",
     "LogConfig",
     "TransportConfig",
+    "DatabaseConfig",
+    "TransactionConfig",
     "ListenSpec",
     "DEFAULT_LISTEN",
     "DEFAULT_SCRIPT",
@@ -470,6 +472,66 @@ class TransportConfig:
     )
 
 
+def _check_db_url(value: Any, ctx: _Context) -> str | None:
+    expected = ("expected a database URL: sqlite:///PATH, postgresql://USER:PASS@HOST/DB, "
+                "mysql://USER:PASS@HOST/DB or text:///DIRECTORY")
+    if not isinstance(value, str) or "://" not in value:
+        raise _Invalid(expected)
+    scheme = value.split("://", 1)[0].lower().split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "text"):
+        raise _Invalid(expected)
+    return value
+
+
+def _positive_seconds(limit: float) -> Callable[[Any, _Context], float]:
+    def check(value: Any, ctx: _Context) -> float:
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or not 0 < value <= limit):
+            raise _Invalid(f"expected a number of seconds greater than 0 and at most {limit:g}")
+        return float(value)
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """[database]: where subscribers, locations, dispatcher sets and CDRs are stored."""
+
+    url: str | None = _opt(
+        _check_db_url,
+        "Database URL: `sqlite:///PATH`, `postgresql://USER:PASS@HOST[:PORT]/DB`, "
+        "`mysql://USER:PASS@HOST[:PORT]/DB` (MySQL or MariaDB) or `text:///DIRECTORY` (db_text). "
+        "Unset: the embedded SQLite file `siprouter.sqlite` in `server.data_dir`.",
+        "string (URL)",
+        default=None,
+        default_doc="unset (SQLite in the data directory)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionConfig:
+    """[transaction]: RFC 3261 §17 timers (Kamailio's tm parameters)."""
+
+    t1: float = _opt(_positive_seconds(60), "Timer T1, the round-trip estimate (RFC 3261 §17.1.1.1); "
+                     "Timers A, B, E, F, G, H, J, L and M derive from it.", "number",
+                     default=0.5, default_doc="0.5")
+    t2: float = _opt(_positive_seconds(600), "Timer T2, the longest retransmission interval for "
+                     "non-INVITE requests and INVITE responses.", "number",
+                     default=4.0, default_doc="4")
+    t4: float = _opt(_positive_seconds(600), "Timer T4, how long a message may stay in the network "
+                     "(Timers I and K).", "number", default=5.0, default_doc="5")
+    fr_timer: float | None = _opt(
+        _positive_seconds(3600),
+        "Seconds to wait for a final response (Timers B and F; Kamailio's `fr_timer`). When it "
+        "passes, the branch counts as 408 Request Timeout.", "number",
+        default=None, default_doc="64 × t1 (32)")
+    fr_inv_timer: float = _opt(
+        _positive_seconds(86400),
+        "Seconds an INVITE branch may ring after a provisional response before it is CANCELed "
+        "(Timer C; Kamailio's `fr_inv_timer`).", "number",
+        default=180.0, default_doc="180")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``source`` is the file it was read from (None: embedded
@@ -479,6 +541,8 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     log: LogConfig = field(default_factory=LogConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    transaction: TransactionConfig = field(default_factory=TransactionConfig)
     source: Path | None = None
 
     @property
@@ -493,6 +557,8 @@ _SECTIONS: dict[str, type] = {
     "routing": RoutingConfig,
     "log": LogConfig,
     "transport": TransportConfig,
+    "database": DatabaseConfig,
+    "transaction": TransactionConfig,
 }
 
 
