@@ -137,13 +137,15 @@ def _terminate(m) -> None:
 
 
 def _timed_out(m, status: int, now: float) -> int:
-    _terminate(m)
+    m.state = TERMINATED_STATE
+    m._r_at = m._t_at = _INF
     return TIMEOUT | TERMINATED
 
 
 def _finished(m, status: int, now: float) -> int:
     """A wait timer (D, I, J, K, L, M) fired: nothing more to absorb."""
-    _terminate(m)
+    m.state = TERMINATED_STATE
+    m._r_at = m._t_at = _INF
     return TERMINATED
 
 
@@ -301,7 +303,7 @@ def _ci_2xx(m: ClientInvite, status: int, now: float) -> int:
     # retransmitted and forked 2xx still match; Timer M bounds the wait.
     m.state = ACCEPTED
     m._r_at = _INF
-    m._t_at = now + m._timers.timer_m
+    m._t_at = now + m._timers._t1_x64
     m._t_ev = EV_TIMER_M
     return DELIVER
 
@@ -336,7 +338,7 @@ def _ci_timer_a(m: ClientInvite, status: int, now: float) -> int:
 def _ci_timer_c(m: ClientInvite, status: int, now: float) -> int:
     # §16.8: "If the client transaction has received a provisional response, the proxy
     # MUST generate a CANCEL request matching that transaction."
-    m._t_at = now + m._timers.timer_b
+    m._t_at = now + m._timers._timer_bf
     m._t_ev = EV_TIMER_CANCEL
     return CANCEL_BRANCH
 
@@ -345,7 +347,7 @@ def _ci_cancel_sent(m: ClientInvite, status: int, now: float) -> int:
     # The TU cancelled the branch itself (another branch answered, the caller cancelled):
     # Timer C gives way to the 64*T1 guard of §9.1.
     if m._t_ev == EV_TIMER_C:
-        m._t_at = now + m._timers.timer_b
+        m._t_at = now + m._timers._timer_bf
         m._t_ev = EV_TIMER_CANCEL
     return 0
 
@@ -397,7 +399,14 @@ class ClientInvite(_Machine):
     _r_ev = EV_TIMER_A
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
-        _Machine.__init__(self, timers, reliable)
+        # The base initialisation, inlined (one machine per branch of every call).
+        self.state = self.STATES[0]
+        self.deadline = None
+        self._timers = timers
+        self._reliable = reliable
+        self._r_at = self._t_at = _INF
+        self._t_ev = -1
+        self._interval = 0.0
         self.has_provisional = False
 
     def start(self, now: float) -> int:
@@ -409,7 +418,7 @@ class ClientInvite(_Machine):
         if not self._reliable:
             self._interval = t1 = timers.t1
             self._r_at = now + t1
-        self._t_at = b = now + timers.timer_b
+        self._t_at = b = now + timers._timer_bf
         self._t_ev = EV_TIMER_B
         self.deadline = self._r_at if self._r_at < b else b
         return SEND
@@ -421,11 +430,17 @@ class ClientInvite(_Machine):
             the final, every 2xx); SEND_ACK with a 300-699 (first and retransmitted);
             TERMINATED on reliable transports after a 300-699.
         """
-        if status < 200:
-            return self._dispatch(EV_RECV_1XX, status, now)
-        if status < 300:
-            return self._dispatch(EV_RECV_2XX, status, now)
-        return self._dispatch(EV_RECV_300_699, status, now)
+        # The dispatch of _dispatch, inlined: this runs for every response.
+        handler = self._ROWS[self.state][
+            EV_RECV_1XX if status < 200 else EV_RECV_2XX if status < 300 else EV_RECV_300_699]
+        if handler is None:
+            return 0
+        actions = handler(self, status, now)
+        r = self._r_at
+        t = self._t_at
+        d = r if r < t else t
+        self.deadline = None if d == _INF else d
+        return actions
 
     def cancel_sent(self, now: float) -> int:
         """The TU sent a CANCEL for this branch (§9.1, §16.10): Timer C stops and the
@@ -512,7 +527,14 @@ class ClientNonInvite(_Machine):
     _r_ev = EV_TIMER_E
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
-        _Machine.__init__(self, timers, reliable)
+        # The base initialisation, inlined (one machine per branch of every call).
+        self.state = self.STATES[0]
+        self.deadline = None
+        self._timers = timers
+        self._reliable = reliable
+        self._r_at = self._t_at = _INF
+        self._t_ev = -1
+        self._interval = 0.0
         self.has_provisional = False
 
     def start(self, now: float) -> int:
@@ -524,7 +546,7 @@ class ClientNonInvite(_Machine):
         if not self._reliable:
             self._interval = t1 = timers.t1
             self._r_at = now + t1
-        self._t_at = f = now + timers.timer_f
+        self._t_at = f = now + timers._timer_bf
         self._t_ev = EV_TIMER_F
         self.deadline = self._r_at if self._r_at < f else f
         return SEND
@@ -535,11 +557,17 @@ class ClientNonInvite(_Machine):
         :returns: DELIVER for every 1xx before the final and for the final; 0 for
             retransmitted finals; TERMINATED with the final on reliable transports.
         """
-        if status < 200:
-            return self._dispatch(EV_RECV_1XX, status, now)
-        if status < 300:
-            return self._dispatch(EV_RECV_2XX, status, now)
-        return self._dispatch(EV_RECV_300_699, status, now)
+        # The dispatch of _dispatch, inlined: this runs for every response.
+        handler = self._ROWS[self.state][
+            EV_RECV_1XX if status < 200 else EV_RECV_2XX if status < 300 else EV_RECV_300_699]
+        if handler is None:
+            return 0
+        actions = handler(self, status, now)
+        r = self._r_at
+        t = self._t_at
+        d = r if r < t else t
+        self.deadline = None if d == _INF else d
+        return actions
 
 
 # == INVITE server transaction (§17.2.1, RFC 6026 §8.5-8.7) ==================================
@@ -568,7 +596,7 @@ def _si_send_2xx(m: ServerInvite, status: int, now: float) -> int:
     m.state = ACCEPTED
     m.last_status = status
     m._r_at = _INF
-    m._t_at = now + m._timers.timer_l
+    m._t_at = now + m._timers._t1_x64
     m._t_ev = EV_TIMER_L
     return SEND
 
@@ -585,7 +613,7 @@ def _si_send_final(m: ServerInvite, status: int, now: float) -> int:
         m._interval = t1 = timers.t1
         m._r_at = now + t1
         m._r_ev = EV_TIMER_G
-    m._t_at = now + timers.timer_h
+    m._t_at = now + timers._t1_x64
     m._t_ev = EV_TIMER_H
     return SEND
 
@@ -691,7 +719,13 @@ class ServerInvite(_Machine):
     })
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
-        _Machine.__init__(self, timers, reliable)
+        self.state = self.STATES[0]
+        self.deadline = None
+        self._timers = timers
+        self._reliable = reliable
+        self._r_at = self._t_at = _INF
+        self._t_ev = -1
+        self._interval = 0.0
         self.last_status = None
         self._r_ev = EV_TIMER_TRYING
 
@@ -727,11 +761,16 @@ class ServerInvite(_Machine):
         :raises LocalProtocolError: a response after a final one (other than a further
             2xx after a 2xx, RFC 6026).
         """
-        if status < 200:
-            return self._dispatch(EV_SEND_1XX, status, now)
-        if status < 300:
-            return self._dispatch(EV_SEND_2XX, status, now)
-        return self._dispatch(EV_SEND_300_699, status, now)
+        handler = self._ROWS[self.state][
+            EV_SEND_1XX if status < 200 else EV_SEND_2XX if status < 300 else EV_SEND_300_699]
+        if handler is None:
+            return 0
+        actions = handler(self, status, now)
+        r = self._r_at
+        t = self._t_at
+        d = r if r < t else t
+        self.deadline = None if d == _INF else d
+        return actions
 
 
 # == non-INVITE server transaction (§17.2.2) =================================================
@@ -755,7 +794,7 @@ def _sn_send_final(m: ServerNonInvite, status: int, now: float) -> int:
         _terminate(m)
         return SEND | TERMINATED
     m.state = COMPLETED
-    m._t_at = now + m._timers.timer_j
+    m._t_at = now + m._timers._t1_x64
     m._t_ev = EV_TIMER_J
     return SEND
 
@@ -793,7 +832,13 @@ class ServerNonInvite(_Machine):
     _r_ev = EV_TIMER_J   # never armed: this machine has no retransmission timer
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
-        _Machine.__init__(self, timers, reliable)
+        self.state = self.STATES[0]
+        self.deadline = None
+        self._timers = timers
+        self._reliable = reliable
+        self._r_at = self._t_at = _INF
+        self._t_ev = -1
+        self._interval = 0.0
         self.last_status = None
 
     def start(self, now: float) -> int:
@@ -817,8 +862,13 @@ class ServerNonInvite(_Machine):
         :returns: SEND (with TERMINATED for a final on a reliable transport); 0 when the
             response is discarded (Completed, Terminated).
         """
-        if status < 200:
-            return self._dispatch(EV_SEND_1XX, status, now)
-        if status < 300:
-            return self._dispatch(EV_SEND_2XX, status, now)
-        return self._dispatch(EV_SEND_300_699, status, now)
+        handler = self._ROWS[self.state][
+            EV_SEND_1XX if status < 200 else EV_SEND_2XX if status < 300 else EV_SEND_300_699]
+        if handler is None:
+            return 0
+        actions = handler(self, status, now)
+        r = self._r_at
+        t = self._t_at
+        d = r if r < t else t
+        self.deadline = None if d == _INF else d
+        return actions

@@ -9,7 +9,7 @@ a test (or an operator) changes one value and every derived timer follows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Timers", "DEFAULT_TIMERS"]
 
@@ -50,6 +50,10 @@ class Timers:
     fr_inv_timer: float = 180.0
     timer_d: float = 32.0
     trying_delay: float = 0.2
+    # Precomputed for the machines' hot path (a property call costs more than the
+    # multiplication): Timer B/F, and 64*T1 (Timers H, J, L, M).
+    _timer_bf: float = field(init=False, repr=False, compare=False)
+    _t1_x64: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("t1", "t2", "t4", "fr_inv_timer", "timer_d", "trying_delay"):
@@ -58,6 +62,9 @@ class Timers:
             _check_positive("fr_timer", self.fr_timer)
         if self.t2 < self.t1:
             raise ValueError(f"t2 must be >= t1 (got t1={self.t1!r}, t2={self.t2!r})")
+        t1_x64 = 64 * self.t1
+        object.__setattr__(self, "_t1_x64", t1_x64)
+        object.__setattr__(self, "_timer_bf", self.fr_timer if self.fr_timer is not None else t1_x64)
 
     # -- derived timers (RFC 3261 Appendix A, RFC 6026 §8.11) ----------------------------
 
@@ -69,7 +76,7 @@ class Timers:
     @property
     def timer_b(self) -> float:
         """INVITE transaction timeout (§17.1.1.2): ``fr_timer`` or 64*T1."""
-        return self.fr_timer if self.fr_timer is not None else 64 * self.t1
+        return self._timer_bf
 
     @property
     def timer_c(self) -> float:
@@ -84,7 +91,7 @@ class Timers:
     @property
     def timer_f(self) -> float:
         """Non-INVITE transaction timeout (§17.1.2.2): ``fr_timer`` or 64*T1."""
-        return self.fr_timer if self.fr_timer is not None else 64 * self.t1
+        return self._timer_bf
 
     @property
     def timer_g(self) -> float:
@@ -94,7 +101,7 @@ class Timers:
     @property
     def timer_h(self) -> float:
         """Wait time for ACK receipt (§17.2.1): 64*T1."""
-        return 64 * self.t1
+        return self._t1_x64
 
     @property
     def timer_i(self) -> float:
@@ -104,7 +111,7 @@ class Timers:
     @property
     def timer_j(self) -> float:
         """Wait time for non-INVITE request retransmissions (§17.2.2): 64*T1 (0 reliable)."""
-        return 64 * self.t1
+        return self._t1_x64
 
     @property
     def timer_k(self) -> float:
@@ -114,13 +121,13 @@ class Timers:
     @property
     def timer_l(self) -> float:
         """INVITE server: wait time in Accepted for INVITE retransmissions (RFC 6026): 64*T1."""
-        return 64 * self.t1
+        return self._t1_x64
 
     @property
     def timer_m(self) -> float:
         """INVITE client: wait time in Accepted for 2xx retransmissions and forked 2xx
         (RFC 6026): 64*T1."""
-        return 64 * self.t1
+        return self._t1_x64
 
 
 DEFAULT_TIMERS = Timers()
