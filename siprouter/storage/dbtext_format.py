@@ -367,7 +367,7 @@ def _decoder(column: Column, as_datetime: bool, as_bytes: bool) -> Callable[[str
             if not math.isfinite(value):
                 raise ValueError(f"a finite number (found {text!r})")
             return value
-    elif ctype is ColumnType.BLOB or as_bytes:
+    elif ctype is ColumnType.BLOB or (as_bytes and ctype.is_text):
         if column.nullable:
             def decode(text: str) -> Any:
                 return text.encode(ENCODING, ENCODING_ERRORS) if text else None
