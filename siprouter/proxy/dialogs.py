@@ -48,8 +48,9 @@ dialog's ``_entry``). So ``expire`` is O(k log n) for k entries due, and no call
 every dialog.
 
 Malformed headers. From, To, Call-ID and CSeq identify the dialog: a
-:class:`~siprouter.sip.errors.SipParseError` reading them propagates. A malformed Contact
-or Record-Route only leaves the dialog's contact or route set as it was.
+:class:`~siprouter.sip.errors.SipParseError` reading them propagates. Contact and
+Record-Route are kept as written (cut with ``str.find``, not parsed: this module only
+records them), so a malformed one is recorded as it came.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from itertools import count
 from typing import Any
 
 from siprouter.sip.errors import LocalProtocolError, SipParseError
+from siprouter.sip.headers import split_values
 
 __all__ = [
     "DOWNSTREAM",
@@ -333,15 +335,41 @@ def _source_text(source: Any) -> str | None:
 
 
 def _first_contact(msg: Any) -> str | None:
-    """The URI of the first Contact, as received; None if absent or malformed."""
-    try:
-        contacts = msg.contacts
-    except SipParseError:
+    """The URI of the first Contact as written; None if there is none (or ``*``).
+
+    Cut out with ``str.find`` (this runs for every INVITE and 2xx): the URI is kept for
+    listing and for later requests, not acted on here, so it is not validated. A
+    value with a quoted display name or several contacts goes through the parser.
+    """
+    value = msg.header("contact")
+    if value is None:
         return None
-    if not contacts:
-        return None
-    uri = getattr(contacts[0], "uri", None)  # ContactStar has none
-    return uri.raw if uri is not None else None
+    if '"' in value or "," in value:
+        try:
+            contacts = msg.contacts
+        except SipParseError:
+            return None
+        uri = getattr(contacts[0], "uri", None) if contacts else None  # ContactStar: none
+        return uri.raw if uri is not None else None
+    lt = value.find("<")
+    if lt >= 0:
+        gt = value.find(">", lt)
+        uri_text = value[lt + 1:gt].strip() if gt > lt else ""
+    else:
+        uri_text = value.partition(";")[0].strip()
+    return uri_text if uri_text and uri_text != "*" else None
+
+
+def _record_route_values(msg: Any) -> list[str]:
+    """Every Record-Route value as written, top first (one per element of a
+    comma-separated line)."""
+    out: list[str] = []
+    for line in msg.header_all("record-route"):
+        if "," in line:
+            out.extend(split_values(line))
+        else:
+            out.append(line)
+    return out
 
 
 def _match_one(dlg: Dialog, from_tag: str, to_tag: str) -> tuple[Dialog, str] | None:
@@ -463,7 +491,7 @@ class DialogTracker:
           Record-Route) come from it. Later 2xx responses (retransmissions, other
           branches, RFC 6026) change nothing: the first confirmed To tag is kept.
         * 300-699: TERMINATED, ``end_reason`` "rejected <status>" ("cancelled" for 487),
-          unless a 2xx came first.
+          unless a 2xx came first; ``to_tag``, if still None, is the response's.
         """
         if res.cseq.method != "INVITE":
             return
@@ -502,6 +530,10 @@ class DialogTracker:
                 timeout_at = min(timeout_at, now + dlg.max_duration)
             self._set_timeout_at(dlg, timeout_at)
         else:  # FAILURE
+            if dlg.to_tag is None:
+                # The failure's To tag, for the failed-call record (Kamailio's acc logs
+                # it too); the ACK for it (§17.1.1.3) then matches the ended dialog.
+                dlg.to_tag = res.to.tag
             self._failed += 1
             self._end(dlg, "cancelled" if status == 487 else f"rejected {status}", now)
             return
@@ -721,11 +753,7 @@ class DialogTracker:
         contact = _first_contact(res)
         if contact is not None:
             dlg.callee_contact = contact
-        try:
-            rrs = res.record_routes
-        except SipParseError:
-            return
-        dlg.route_set = [rr.raw for rr in rrs]
+        dlg.route_set = _record_route_values(res)
 
     def _due(self, dlg: Dialog) -> float:
         if dlg.state is _S.TERMINATED:
