@@ -12,12 +12,13 @@ import contextlib
 import logging
 import signal
 
-from siprouter.config import Config
+from siprouter.config import Config, ConfigError
 from siprouter.proxy.core import ProxyCore
 from siprouter.proxy.myself import Myself
 from siprouter.script.api import make_proxy_core
 from siprouter.script.loader import ScriptError
 from siprouter.script.reload import ScriptReloader
+from siprouter.transaction.timers import Timers
 from siprouter.transport.manager import TransportLimits, TransportManager
 
 __all__ = ["Server", "run"]
@@ -41,8 +42,16 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
+        tc = cfg.transaction
+        try:
+            timers = Timers(t1=tc.t1, t2=tc.t2, t4=tc.t4, fr_timer=tc.fr_timer,
+                            fr_inv_timer=tc.fr_inv_timer)
+        except ValueError as e:
+            raise ConfigError(str(cfg.source or "configuration"), "transaction", None,
+                              str(e)) from None
         core = make_proxy_core(None, myself=Myself(cfg.server.domains, (), cfg.server.hostname),
-                               params=dict(cfg.routing.params), next_hop=cfg.routing.next_hop)
+                               params=dict(cfg.routing.params), next_hop=cfg.routing.next_hop,
+                               timers=timers)
         # The reloader takes its change baseline at the first load, so an edit made
         # while we start is not missed.
         self.reloader = ScriptReloader(str(cfg.routing.script), core.set_script,

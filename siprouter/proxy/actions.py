@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from siprouter.sip import message as _message
 
-__all__ = ["Reply", "Forward", "Drop", "DROP", "ProxyRequest", "ProxyResponse"]
+__all__ = ["Reply", "Forward", "Relay", "Drop", "DROP", "BranchTarget", "ProxyRequest", "ProxyResponse"]
 
 
 class Reply:
@@ -44,6 +44,45 @@ class Forward:
         return f"Forward({self.destination!r})"
 
 
+class BranchTarget:
+    """One more destination for a stateful relay (Kamailio ``append_branch``): the branch's
+    Request-URI, its next hop (``$du``, None: by Route or R-URI) and its q-value."""
+
+    __slots__ = ("uri", "destination", "q")
+
+    def __init__(self, uri: str, destination: str | None = None, q: float | None = None) -> None:
+        self.uri = uri
+        self.destination = destination
+        self.q = q
+
+    def __repr__(self) -> str:
+        return f"BranchTarget({self.uri!r}, destination={self.destination!r}, q={self.q!r})"
+
+
+class Relay:
+    """The script relayed the request statefully (Kamailio ``t_relay``): one branch per
+    target, with per-transaction handlers (``on_branch``, ``on_reply``, ``on_failure``)."""
+
+    __slots__ = ("targets", "on_branch", "on_reply", "on_failure", "serial", "fr_timer",
+                 "fr_inv_timer", "on_3xx")
+
+    def __init__(self, targets: tuple[BranchTarget, ...] = (), *, on_branch=None,
+                 on_reply=None, on_failure=None, serial: bool = False,
+                 fr_timer: float | None = None, fr_inv_timer: float | None = None,
+                 on_3xx: str = "forward") -> None:
+        self.targets = targets
+        self.on_branch = on_branch
+        self.on_reply = on_reply
+        self.on_failure = on_failure
+        self.serial = serial
+        self.fr_timer = fr_timer
+        self.fr_inv_timer = fr_inv_timer
+        self.on_3xx = on_3xx
+
+    def __repr__(self) -> str:
+        return f"Relay({list(self.targets)!r})"
+
+
 class Drop:
     """The script dropped the message: nothing is sent."""
 
@@ -60,15 +99,26 @@ class ProxyRequest(_message.Request):
     """A request on its way through the proxy: where it goes next (``destination``,
     Kamailio's ``$du``) and what was decided (``outcome``)."""
 
-    __slots__ = ("destination", "outcome")
+    __slots__ = ("destination", "outcome", "transaction", "branches", "record_route_on",
+                 "track_dialog_on", "phase")
 
     destination: str | None
-    outcome: Reply | Forward | Drop | None
+    outcome: Reply | Forward | Relay | Drop | None
+    #: The server transaction (``siprouter.proxy.tm``) this request belongs to, if any.
+    transaction: object | None
+    #: Extra branches added with ``append_branch`` (None: none).
+    branches: list[BranchTarget] | None
+    record_route_on: bool
+    track_dialog_on: bool
+    #: Which script function is handling it: "request_route", "on_branch", "on_failure".
+    phase: str
 
 
 class ProxyResponse(_message.Response):
     """A response on its way back; ``outcome`` is ``DROP`` when it must not go on."""
 
-    __slots__ = ("outcome",)
+    __slots__ = ("outcome", "phase")
 
     outcome: Drop | None
+    #: "reply_route" or "on_reply".
+    phase: str

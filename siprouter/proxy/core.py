@@ -29,12 +29,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from siprouter.proxy.actions import Drop, Forward, ProxyRequest, ProxyResponse, Reply
+from siprouter.proxy.actions import Drop, Forward, ProxyRequest, ProxyResponse, Relay, Reply
 from siprouter.proxy.myself import Myself
 from siprouter.proxy.sanity import UnsupportedExtension, check_request, check_response
 from siprouter.proxy.stateless import (
     DEFAULT_MAX_FORWARDS,
     MAGIC_COOKIE,
+    TM_BRANCH_PREFIX,
     is_forbidden_destination,
     response_target,
     stateless_branch,
@@ -48,6 +49,13 @@ from siprouter.sip.uri import SipUri
 from siprouter.transport.types import Source, Target
 
 __all__ = ["ProxyCore", "CoreStats"]
+
+
+def _rr_uri(sock: Any) -> str:
+    """Our Record-Route URI for a listen socket (with ``transport`` when not UDP)."""
+    if sock.proto == "udp":
+        return f"sip:{sock.via_host_port}"
+    return f"sip:{sock.via_host_port};transport={sock.proto}"
 
 log = logging.getLogger("siprouter.core")
 
@@ -112,6 +120,9 @@ class ProxyCore:
         self._via_prefixes: tuple[str, ...] | None = None
         self._bad_log_window = 0.0
         self._bad_log_count = 0
+        #: The transaction layer (``siprouter.proxy.tm.TransactionManager``); None: the
+        #: core is stateless only and ``relay()`` is refused.
+        self.tm: Any = None
         if script is not None:
             self.set_script(script)
 
@@ -123,26 +134,35 @@ class ProxyCore:
         self.script = script
 
     def _run(self, fn: Callable[..., Any], msg: Any, then: Callable[[Any], None]) -> None:
-        """Call a route function and, when it is done, ``then(msg)``."""
+        """Call a route function ``fn(msg, ctx)`` and, when it is done, ``then(msg)``."""
+        self._call(fn, (msg,), msg, then, self._script_failed)
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], msg: Any,
+              then: Callable[[Any], None],
+              failed: Callable[[Any, Exception], None] | None = None) -> None:
+        """Call a script function ``fn(*args, ctx)`` and, when it is done, ``then(msg)``;
+        when it raises, ``failed(msg, exc)``. A coroutine runs inline until it really
+        awaits something; only then does it go to the event loop."""
         try:
-            result = fn(msg, self.context)
+            result = fn(*args, self.context)
             if result is not None and hasattr(result, "send"):
                 try:
                     yielded = result.send(None)
                 except StopIteration:
                     pass
                 else:
-                    fut = asyncio.ensure_future(self._resume(result, yielded, msg, then))
+                    fut = asyncio.ensure_future(self._resume(result, yielded, msg, then, failed))
                     self._pending.add(fut)
                     fut.add_done_callback(self._pending.discard)
                     return
         except Exception as e:  # noqa: BLE001 - a script bug must not kill the worker
-            self._script_failed(msg, e)
+            (failed or self._script_failed)(msg, e)
             return
         then(msg)
 
-    async def _resume(self, coro: Any, yielded: Any, msg: Any, then: Callable[[Any], None]) -> None:
-        """Finish a route coroutine that awaited something, on the event loop."""
+    async def _resume(self, coro: Any, yielded: Any, msg: Any, then: Callable[[Any], None],
+                      failed: Callable[[Any, Exception], None] | None = None) -> None:
+        """Finish a script coroutine that awaited something, on the event loop."""
         try:
             while True:
                 if yielded is None:
@@ -157,7 +177,7 @@ class ProxyCore:
                 except StopIteration:
                     break
         except Exception as e:  # noqa: BLE001
-            self._script_failed(msg, e)
+            (failed or self._script_failed)(msg, e)
             return
         then(msg)
 
@@ -228,6 +248,11 @@ class ProxyCore:
     def _on_request(self, req: ProxyRequest) -> None:
         req.outcome = None
         req.destination = None
+        req.transaction = None
+        req.branches = None
+        req.record_route_on = False
+        req.track_dialog_on = False
+        req.phase = "request_route"
         try:
             check_request(req)
         except RemoteProtocolError as e:
@@ -239,6 +264,15 @@ class ProxyCore:
                 headers = (("Unsupported", ", ".join(e.unsupported)),)
             self._send_reply(req, e.status_hint, e.reason, headers)
             return
+        tm = self.tm
+        if tm is not None:
+            # §17.2.3: retransmissions and non-2xx ACKs end here; a new INVITE gets its
+            # server transaction before the script runs.
+            if tm.absorb(req):
+                return
+            dialogs = tm.dialogs
+            if dialogs is not None and len(dialogs) and req.in_dialog:
+                dialogs.on_request(req, tm.queue.now())
         self._run(self._request_route, req, self._finish_request)
 
     def _finish_request(self, req: ProxyRequest) -> None:
@@ -252,10 +286,21 @@ class ProxyCore:
 
     def _carry_out(self, req: ProxyRequest) -> None:
         outcome = req.outcome
-        if type(outcome) is Forward:
-            self._forward(req, outcome.destination or req.destination)
-        elif type(outcome) is Reply:
+        kind = type(outcome)
+        if kind is Relay:
+            if self.tm is None:
+                raise LocalProtocolError("relay() needs the transaction layer (ProxyCore tm)")
+            self.tm.relay(req, outcome)  # type: ignore[arg-type]
+            return
+        if kind is Reply:
             self._send_reply(req, outcome.status, outcome.reason, outcome.headers, outcome.body)
+            return
+        txn = req.transaction
+        if txn is not None:
+            # Forwarded statelessly or dropped: no transaction state is kept.
+            self.tm.forget(txn)  # type: ignore[union-attr]
+        if kind is Forward:
+            self._forward(req, outcome.destination or req.destination)
         else:
             self.stats.drop_requests += 1
             if outcome is None and log.isEnabledFor(logging.DEBUG):
@@ -267,6 +312,16 @@ class ProxyCore:
         """Stateless reply (Kamailio ``sl_send_reply``), back the way the request came
         (§18.2.2: for UDP to the source address, at the rport or sent-by port)."""
         if req.method == "ACK":
+            return
+        txn = req.transaction
+        if txn is not None and self.tm is not None:
+            # The request has a server transaction: the reply goes through it (Kamailio's
+            # send_reply: stateful when a transaction exists).
+            try:
+                self._stamp_received(req)
+            except RemoteProtocolError:
+                pass
+            self.tm.reply(txn, status, reason, headers, body)
             return
         try:
             # The reply carries received/rport back (§18.2.1, RFC 3581 §4): that is how a
@@ -285,6 +340,13 @@ class ProxyCore:
         if source.proto != "udp":
             self.transport.send_to_source(data, source)
             return
+        self.transport.send(data, self.reply_target(req), prefer=source.local)
+
+    @staticmethod
+    def reply_target(req: ProxyRequest) -> Target:
+        """Where a response to a request received over UDP goes (§18.2.2, RFC 3581 §4):
+        the source address, at the rport, else at the sent-by port."""
+        source = req.source
         try:
             via = req.top_via
         except RemoteProtocolError:
@@ -293,7 +355,7 @@ class ProxyCore:
         if via is not None and via.maddr is None and via.rport is None:
             # §18.2.2: no rport: the sent-by port (the UAC listens there).
             port = via.port or 5060
-        self.transport.send(data, Target("udp", source.ip, port), prefer=source.local)
+        return Target("udp", source.ip, port)
 
     def _target_for(self, uri: str) -> Target:
         target = self._targets.get(uri)
@@ -316,6 +378,40 @@ class ProxyCore:
                     break
         return sock
 
+    def _next_hop(self, req: ProxyRequest, destination: str | None) -> tuple[str, Target]:
+        """Where a request goes next (§16.6 steps 6-7): ``destination`` ($du), else a
+        pre-loaded loose Route, else the Request-URI. Raises RemoteProtocolError."""
+        if destination is not None:
+            return destination, self._target_for(destination)
+        routes = req.routes
+        if routes and getattr(routes[0].uri, "lr", False):
+            # §16.6 step 7 / §16.12: a pre-loaded loose Route is the next hop.
+            next_uri = str(routes[0].uri)
+            return next_uri, self._target_for(next_uri)
+        return req.ruri, self._target_for(req.ruri)
+
+    def _refuse_destination(self, target: Target) -> int:
+        """The status to answer instead of sending to ``target`` (0: go ahead)."""
+        host = target.host
+        if is_forbidden_destination(host):
+            return 403
+        if self.local.is_local_address(host, target.port) or host in self.local.names:
+            # Forwarding to ourselves would loop for ever (Kamailio: "loop detected").
+            return 482
+        return 0
+
+    def _record_route(self, req: ProxyRequest, inbound: Any, outbound: Any) -> None:
+        """§16.6 step 4: our Record-Route on top, with ``lr``. When the request leaves on
+        another socket than it came in on (transport or interface), two entries: the
+        outgoing one faces the callee, the incoming one the caller (Kamailio's double
+        Record-Route, ``r2=on``)."""
+        out_uri = _rr_uri(outbound)
+        if inbound is None or inbound is outbound or _rr_uri(inbound) == out_uri:
+            req.insert_header_first("Record-Route", f"<{out_uri};lr>")
+            return
+        req.insert_header_first(
+            "Record-Route", f"<{out_uri};lr;r2=on>, <{_rr_uri(inbound)};lr;r2=on>")
+
     def _forward(self, req: ProxyRequest, destination: str | None) -> None:
         """Stateless forward (§16.11 with §16.6 steps 3, 6-8)."""
         # §16.3 step 2 / §16.6 step 3: Max-Forwards.
@@ -324,29 +420,16 @@ class ProxyCore:
             self._send_reply(req, 483, "Too Many Hops")
             return
         try:
-            if destination is not None:
-                target = self._target_for(destination)
-                next_uri = destination
-            else:
-                routes = req.routes
-                if routes and getattr(routes[0].uri, "lr", False):
-                    # §16.6 step 7 / §16.12: a pre-loaded loose Route is the next hop.
-                    next_uri = str(routes[0].uri)
-                    target = self._target_for(next_uri)
-                else:
-                    next_uri = req.ruri
-                    target = self._target_for(next_uri)
+            next_uri, target = self._next_hop(req, destination)
         except RemoteProtocolError as e:
             self._send_reply(req, e.status_hint or 400, e.reason)
             return
+        refusal = self._refuse_destination(target)
+        if refusal:
+            self._send_reply(req, refusal, "Forbidden Destination" if refusal == 403
+                             else "Loop Detected")
+            return
         host = target.host
-        if is_forbidden_destination(host):
-            self._send_reply(req, 403, "Forbidden Destination")
-            return
-        if self.local.is_local_address(host, target.port) or host in self.local.names:
-            # Forwarding to ourselves would loop for ever (Kamailio: "loop detected").
-            self._send_reply(req, 482, "Loop Detected")
-            return
         sock = self._out_socket(target.proto, host, req.source.local)
         if sock is None:
             self._send_reply(req, 503, "No Socket For Transport")
@@ -356,6 +439,8 @@ class ProxyCore:
             req.add_header("Max-Forwards", str(DEFAULT_MAX_FORWARDS))
         else:
             req.set_header("Max-Forwards", str(mf - 1))
+        if req.record_route_on:
+            self._record_route(req, req.source.local, sock)
         branch = stateless_branch(req, self.secret, next_uri)
         req.insert_via(f"SIP/2.0/{target.proto.upper()} {sock.via_host_port};branch={branch}")
         self.stats.fwd_requests += 1
@@ -402,11 +487,17 @@ class ProxyCore:
             values.pop()
             routes = routes[:-1]
             changed = True
-        # §16.4: the topmost Route is ours: remove it.
+        # §16.4: the topmost Route is ours: remove it. With a double Record-Route (r2=on)
+        # the next one is ours too (the other interface): remove it as well.
         if routes and isinstance(routes[0].uri, SipUri) and self.local.is_myself(routes[0].uri):
+            double = "r2" in routes[0].uri.params
             values.pop(0)
             routes = routes[1:]
             changed = True
+            if double and routes and isinstance(routes[0].uri, SipUri) \
+                    and self.local.is_myself(routes[0].uri):
+                values.pop(0)
+                routes = routes[1:]
         if routes:
             first = routes[0].uri
             if isinstance(first, SipUri) and not first.lr:
@@ -430,7 +521,7 @@ class ProxyCore:
         prefixes = self._via_prefixes
         if prefixes is None:
             prefixes = self._via_prefixes = tuple(
-                f"SIP/2.0/{s.proto.upper()} {s.via_host_port};branch={MAGIC_COOKIE}sl"
+                f"SIP/2.0/{s.proto.upper()} {s.via_host_port};branch={MAGIC_COOKIE}"
                 for s in self.transport.sockets)
         return prefixes
 
@@ -449,6 +540,7 @@ class ProxyCore:
         except RemoteProtocolError:
             self.stats.bad_msgs += 1
             return
+        res.phase = "reply_route"
         if self._reply_route is not None:
             self._run(self._reply_route, res, self._finish_response)
         else:
@@ -458,6 +550,18 @@ class ProxyCore:
         if type(res.outcome) is Drop:
             self.stats.drop_replies += 1
             return
+        tm = self.tm
+        if tm is not None:
+            branch = tm.match_response(res)
+            if branch is not None:
+                tm.on_response(branch, res)
+                return
+            if res.header("via").find(TM_BRANCH_PREFIX) >= 0 and not (  # type: ignore[union-attr]
+                    res.status < 300 and res.status >= 200 and res.cseq.method == "INVITE"):
+                # A late response for a transaction that is gone: only a 2xx to an INVITE
+                # still goes on (the caller must ACK it, RFC 6026); the rest are dropped.
+                self.stats.drop_replies += 1
+                return
         res.remove_top_via()
         try:
             via = res.top_via

@@ -18,6 +18,7 @@ from siprouter.transport.types import Target
 
 __all__ = [
     "MAGIC_COOKIE",
+    "TM_BRANCH_PREFIX",
     "DEFAULT_MAX_FORWARDS",
     "stateless_branch",
     "stateless_to_tag",
@@ -28,6 +29,9 @@ __all__ = [
 
 #: RFC 3261 §8.1.1.7: branches of RFC 3261 elements start with this.
 MAGIC_COOKIE = "z9hG4bK"
+#: Branch ids of our stateful branches (``siprouter.proxy.tm``) start with this; those of
+#: statelessly forwarded requests with ``MAGIC_COOKIE + "sl"``.
+TM_BRANCH_PREFIX = MAGIC_COOKIE + "tm"
 #: RFC 3261 §16.6 step 3: a proxy adds Max-Forwards: 70 when the request has none.
 DEFAULT_MAX_FORWARDS = 70
 

@@ -24,16 +24,57 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from siprouter.proxy.actions import DROP, Drop, Forward, ProxyRequest, ProxyResponse, Reply
+from siprouter.proxy.actions import (
+    DROP,
+    BranchTarget,
+    Drop,
+    Forward,
+    ProxyRequest,
+    ProxyResponse,
+    Relay,
+    Reply,
+)
 from siprouter.proxy.core import ProxyCore
+from siprouter.proxy.dialogs import DialogTracker
 from siprouter.proxy.myself import Myself
+from siprouter.proxy.tm import TransactionManager
 from siprouter.sip.errors import LocalProtocolError
+from siprouter.transaction.timers import Timers
 
 if TYPE_CHECKING:
     from siprouter.transport.types import Source
 
-__all__ = ["Request", "Response", "Context", "Reply", "Forward", "Drop", "DROP",
-           "make_proxy_core"]
+__all__ = ["Request", "Response", "Context", "Reply", "Forward", "Relay", "Drop", "DROP",
+           "make_proxy_core", "PHASES"]
+
+#: Where each verb means something. A verb used elsewhere raises LocalProtocolError naming
+#: the verb and the phase (a reply() in on_branch, a forward() in on_failure …).
+PHASES: dict[str, frozenset[str]] = {
+    "reply": frozenset({"request_route", "on_failure"}),
+    "redirect": frozenset({"request_route", "on_failure"}),
+    "forward": frozenset({"request_route"}),
+    "relay": frozenset({"request_route", "on_failure"}),
+    "append_branch": frozenset({"request_route", "on_failure"}),
+    "drop": frozenset({"request_route", "on_branch"}),
+    "record_route": frozenset({"request_route"}),
+    "track_dialog": frozenset({"request_route"}),
+}
+
+_WHY = {
+    "on_branch": "on_branch edits one outgoing branch; the transaction answers and relays",
+    "on_failure": "on_failure runs after the transaction was relayed: it may relay() new "
+                  "branches or reply()",
+    "request_route": "",
+}
+
+
+def _check_phase(verb: str, phase: str) -> None:
+    if phase not in PHASES[verb]:
+        allowed = " and ".join(sorted(PHASES[verb]))
+        why = _WHY.get(phase, "")
+        raise LocalProtocolError(
+            f"{verb}() cannot be used in {phase}" + (f" ({why})" if why else "")
+            + f"; it is meant for {allowed}")
 
 
 class Request(ProxyRequest):
@@ -54,11 +95,14 @@ class Request(ProxyRequest):
 
     source: Source
 
-    def _settle(self, outcome: Reply | Forward | Drop) -> None:
+    def _phase(self, verb: str) -> None:
+        _check_phase(verb, getattr(self, "phase", "request_route"))
+
+    def _settle(self, outcome: Reply | Forward | Relay | Drop) -> None:
         if getattr(self, "outcome", None) is not None:
             raise LocalProtocolError(
                 f"{self.method} already handled ({self.outcome!r}); a request takes one of "
-                "reply(), forward() or drop(), once"
+                "reply(), redirect(), forward(), relay() or drop(), once"
             )
         self.outcome = outcome
 
@@ -69,6 +113,7 @@ class Request(ProxyRequest):
 
         An ACK is never answered (§17.1.1.3): replying to one is an error.
         """
+        self._phase("reply")
         if self.method == "ACK":
             raise LocalProtocolError("an ACK is never answered (RFC 3261 §17); use drop()")
         if not isinstance(status, int) or not 100 <= status <= 699:
@@ -81,12 +126,100 @@ class Request(ProxyRequest):
         """Forward statelessly (RFC 3261 §16.11) to ``destination`` (a SIP URI such as
         ``"sip:10.0.0.2:5060;transport=tcp"``), else to ``req.destination``, else by
         Route or the Request-URI. Max-Forwards is decremented; at 0 the proxy answers 483."""
+        self._phase("forward")
         if destination is not None:
             destination = str(destination)
         self._settle(Forward(destination))
 
+    def relay(self, *targets: str, on_branch: Any = None, on_reply: Any = None,
+              on_failure: Any = None, serial: bool = False, fr_timer: float | None = None,
+              fr_inv_timer: float | None = None, on_3xx: str = "forward") -> None:
+        """Relay statefully (RFC 3261 §16; Kamailio ``t_relay``).
+
+        ``targets``: Request-URIs of the branches; none: one branch to ``req.ruri`` (plus
+        those added with ``append_branch``). Each goes to ``req.destination`` when set,
+        else by Route or its Request-URI. ``serial=True`` tries one q-value group at a
+        time, highest first (§16.6); otherwise all branches go at once (parallel forking).
+
+        Handlers, each called with ``ctx`` last, plain or ``async def``:
+        ``on_branch(req, ctx)`` for each outgoing branch (edit it, or ``req.drop()`` it);
+        ``on_reply(res, ctx)`` for each response of this transaction;
+        ``on_failure(req, res, ctx)`` when every branch failed (``res``: the best
+        response): ``req.relay(...)`` new branches or ``req.reply(...)``; doing nothing
+        sends ``res`` upstream.
+
+        ``on_3xx``: ``"forward"`` (a 3xx is a final response like any other),
+        ``"block"`` (the caller gets 404 instead, as Kamailio's WITH_BLOCK3XX) or
+        ``"follow"`` (the 3xx Contacts become new branches, §16.5).
+        ``fr_timer`` / ``fr_inv_timer``: this transaction's Timer B/F and Timer C.
+
+        A CANCEL is matched to its INVITE's transaction (§16.10); an ACK is forwarded
+        without a transaction."""
+        self._phase("relay")
+        if on_3xx not in ("forward", "block", "follow"):
+            raise LocalProtocolError(f'on_3xx must be "forward", "block" or "follow", not {on_3xx!r}')
+        for name, value in (("fr_timer", fr_timer), ("fr_inv_timer", fr_inv_timer)):
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise LocalProtocolError(f"{name} must be a positive number of seconds, not {value!r}")
+        for name, fn in (("on_branch", on_branch), ("on_reply", on_reply),
+                         ("on_failure", on_failure)):
+            if fn is not None and not callable(fn):
+                raise LocalProtocolError(f"{name} must be a function, not {fn!r}")
+        self._settle(Relay(tuple(BranchTarget(str(t)) for t in targets), on_branch=on_branch,
+                           on_reply=on_reply, on_failure=on_failure, serial=serial,
+                           fr_timer=fr_timer, fr_inv_timer=fr_inv_timer, on_3xx=on_3xx))
+
+    def append_branch(self, uri: str, *, destination: str | None = None,
+                      q: float | None = None) -> None:
+        """Add a branch for the next ``relay()`` (Kamailio ``append_branch``): its
+        Request-URI, optional next hop and q-value (for ``relay(serial=True)``)."""
+        self._phase("append_branch")
+        if q is not None and not (isinstance(q, int | float) and 0 <= q <= 1):
+            raise LocalProtocolError(f"q must be a number from 0 to 1, not {q!r}")
+        if getattr(self, "branches", None) is None:
+            self.branches = []
+        self.branches.append(BranchTarget(str(uri), None if destination is None else str(destination),
+                                          None if q is None else float(q)))
+
+    def record_route(self) -> None:
+        """Put this proxy on the dialog's route (RFC 3261 §16.6 step 4, Kamailio
+        ``record_route``): a Record-Route with ``lr``, two when the request leaves on
+        another transport or interface than it came in on."""
+        self._phase("record_route")
+        self.record_route_on = True
+
+    def track_dialog(self) -> None:
+        """Track the dialog this INVITE creates (Kamailio ``dlg_manage``); see
+        ``ctx.dialogs``."""
+        self._phase("track_dialog")
+        if self.method != "INVITE" or self.in_dialog:
+            raise LocalProtocolError("track_dialog() is for an initial INVITE")
+        self.track_dialog_on = True
+
+    def redirect(self, *contacts: str, status: int = 302, reason: str | None = None) -> None:
+        """Answer as a redirect server (RFC 3261 §8.3): ``status`` (3xx) with one Contact
+        per URI (a ``;q=`` parameter may follow a URI: ``"<sip:a@b>;q=0.5"``)."""
+        self._phase("redirect")
+        if not isinstance(status, int) or not 300 <= status <= 399:
+            raise LocalProtocolError(f"redirect status must be 300-399, not {status!r}")
+        if not contacts:
+            raise LocalProtocolError("redirect() needs at least one Contact URI")
+        values = []
+        for c in contacts:
+            c = str(c)
+            values.append(c if c.startswith("<") or "<" in c else f"<{c}>")
+        self.reply(status, reason, headers=[("Contact", ", ".join(values))])
+
+    @property
+    def is_canceled(self) -> bool:
+        """True when the caller CANCELed this request's transaction (Kamailio
+        ``t_is_canceled``), e.g. in ``on_failure``."""
+        txn = getattr(self, "transaction", None)
+        return bool(txn is not None and txn.canceled)
+
     def drop(self) -> None:
-        """Send nothing."""
+        """Send nothing (in ``on_branch``: do not send this branch)."""
+        self._phase("drop")
         self._settle(DROP)
 
     def set_destination(self, uri: str | None) -> None:
@@ -111,6 +244,16 @@ class Response(ProxyResponse):
     source: Source
 
     def drop(self) -> None:
+        """Do not send this response on. In ``on_reply`` only a provisional response can
+        be dropped (the transaction needs its final response)."""
+        phase = getattr(self, "phase", "reply_route")
+        if phase == "on_failure":
+            raise LocalProtocolError("drop() cannot be used on the response in on_failure "
+                                     "(reply() or relay() the request instead)")
+        if phase == "on_reply" and self.status >= 200:
+            raise LocalProtocolError(
+                f"drop() of a final response ({self.status}) cannot be used in on_reply; "
+                "a provisional can be dropped, a final one is handled in on_failure")
         self.outcome = DROP
 
     @property
@@ -133,6 +276,13 @@ class Context:
         self.params = dict(params or {})
         self.next_hop = next_hop
         self.log = log or logging.getLogger("siprouter.script")
+
+    @property
+    def dialogs(self) -> DialogTracker | None:
+        """The dialog tracker (``len(ctx.dialogs)``, ``ctx.dialogs.match(req)`` …);
+        dialogs are tracked for INVITEs whose script called ``req.track_dialog()``."""
+        tm = self._core.tm if self._core else None
+        return tm.dialogs if tm is not None else None
 
     @property
     def domains(self) -> frozenset[str]:
@@ -159,11 +309,14 @@ class Context:
 
 def make_proxy_core(transport: Any, *, myself: Myself, script: Any = None,
                     params: Mapping[str, Any] | None = None, next_hop: str | None = None,
-                    secret: bytes | None = None) -> ProxyCore:
+                    secret: bytes | None = None, timers: Timers | None = None,
+                    timer_queue: Any = None) -> ProxyCore:
     """A ``ProxyCore`` that parses into this module's ``Request``/``Response`` (with the
-    script verbs) and hands route functions a ``Context`` — what the server and the
-    testing kit run."""
-    return ProxyCore(
+    script verbs), hands route functions a ``Context`` and has the transaction layer
+    and dialog tracker — what the server and the testing kit run."""
+    core = ProxyCore(
         transport, myself=myself, script=script, request_cls=Request, response_cls=Response,
         context_factory=lambda core: Context(core, params=params, next_hop=next_hop),
         secret=secret)
+    core.tm = TransactionManager(core, timers, queue=timer_queue, dialogs=DialogTracker())
+    return core

@@ -55,9 +55,11 @@ from pathlib import Path
 from typing import Any
 
 from siprouter.proxy.myself import Myself
+from siprouter.proxy.tm import TimerQueue
 from siprouter.script.api import Context, make_proxy_core
 from siprouter.script.loader import LoadedScript, load_script, script_from_module
 from siprouter.sip.message import Request, Response, parse_message
+from siprouter.transaction.timers import Timers
 from siprouter.transport.types import ListenSocket, Source, Target, parse_socket_spec
 
 __all__ = [
@@ -110,10 +112,12 @@ class Outcome:
     the response) sent onward, parsed; ``forwarded_to``: its ``Target``. ``dropped``:
     nothing was sent at all. ``sent``: every ``(bytes, Target | Source)`` in order.
     ``error``: the exception the script raised (only with ``raise_errors=False``).
+    ``requests`` / ``responses``: every request / response sent, parsed, with its
+    destination (a fork sends several requests for one).
     """
 
     __slots__ = ("sent", "replied", "reply", "replied_to", "forwarded", "forwarded_to",
-                 "dropped", "error")
+                 "dropped", "error", "requests", "responses")
 
     def __init__(self, sent: list[tuple[bytes, Target | Source]], *, is_request: bool,
                  error: BaseException | None = None) -> None:
@@ -125,8 +129,12 @@ class Outcome:
         self.forwarded: Request | Response | None = None
         self.forwarded_to: Target | Source | None = None
         self.dropped = not sent
+        #: Every request / response sent, parsed, with where it went, in order.
+        self.requests: list[tuple[Request, Target | Source]] = []
+        self.responses: list[tuple[Response, Target | Source]] = []
         for data, dest in sent:
             msg = parse_message(data)
+            (self.responses if isinstance(msg, Response) else self.requests).append((msg, dest))
             if is_request and isinstance(msg, Response):
                 if self.reply is None:
                     self.reply, self.replied, self.replied_to = msg, msg.status, dest
@@ -146,6 +154,32 @@ class Outcome:
         else:
             what = f"forwarded {self.forwarded!r} to {self.forwarded_to!r}"
         return f"<Outcome {what}>"
+
+
+class ManualTimerQueue(TimerQueue):
+    """The transaction timers on a clock the test moves (``ScriptTester.advance``)."""
+
+    __slots__ = ("clock",)
+
+    def __init__(self, start: float = 1000.0) -> None:
+        super().__init__()
+        self.clock = start
+
+    def now(self) -> float:
+        return self.clock
+
+    def _arm(self, deadline: float) -> None:
+        self._armed = deadline  # nothing to arm: advance() runs what is due
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock and fire every timer now due, in deadline order."""
+        end = self.clock + seconds
+        while self._heap and self._heap[0][0] <= end:
+            self.clock = max(self.clock, self._heap[0][0])
+            self._armed = None
+            self.run_due(self.clock)
+        self.clock = end
+        self._armed = self._heap[0][0] if self._heap else None
 
 
 class ScriptTester:
@@ -168,7 +202,7 @@ class ScriptTester:
                  *, domains: Iterable[str] = (), listen: Iterable[str] = ("udp:127.0.0.1:5060",),
                  hostname: str | None = "sip.test", params: Mapping[str, Any] | None = None,
                  next_hop: str | None = None, raise_errors: bool = True,
-                 secret: bytes = b"siprouter-testing") -> None:
+                 secret: bytes = b"siprouter-testing", timers: Timers | None = None) -> None:
         sockets = [ListenSocket(*parse_socket_spec(spec)) for spec in listen]
         if not sockets:
             raise ValueError("listen: at least one socket is needed (e.g. \"udp:127.0.0.1:5060\")")
@@ -176,8 +210,11 @@ class ScriptTester:
         self.transport = RecordingTransport(sockets)
         self.myself = Myself(domains, sockets, hostname)
         self._error: BaseException | None = None
+        #: Transaction timers run on this clock: ``advance(seconds)`` moves it.
+        self.timers = ManualTimerQueue()
         self.core = make_proxy_core(self.transport, myself=self.myself,
-                                    params=dict(params or {}), next_hop=next_hop, secret=secret)
+                                    params=dict(params or {}), next_hop=next_hop, secret=secret,
+                                    timers=timers, timer_queue=self.timers)
         self.script: LoadedScript
         self.set_script(script)
 
@@ -240,6 +277,18 @@ class ScriptTester:
                 return Source(proto, ip, port, s, None if proto == "udp" else next(_conn_ids))
         raise ValueError(f"source {spec!r}: no {proto} listen socket for "
                          f"{'IPv6' if v6 else 'IPv4'}; add one to listen=")
+
+    def advance(self, seconds: float) -> Outcome:
+        """Move the transaction clock by ``seconds``; returns what the timers sent
+        (retransmissions, 100 Trying, 408 on timeout, CANCELs …)."""
+        start = len(self.transport.sent)
+        self.timers.advance(seconds)
+        return Outcome(self.transport.sent[start:], is_request=True, error=None)
+
+    @property
+    def tm(self) -> Any:
+        """The transaction manager (``siprouter.proxy.tm.TransactionManager``)."""
+        return self.core.tm
 
     async def request(self, msg: str | bytes, *, source: str | Source = "udp:192.0.2.10:5060",
                       timeout: float = 5.0) -> Outcome:

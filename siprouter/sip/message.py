@@ -138,6 +138,22 @@ _KEY_CACHE_LIMIT += len(_KEY_CACHE)
 _KEY, _NAME, _VALUE, _LINE, _TEXT = range(5)
 
 
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """Every ``__slots__`` name of ``cls`` and its bases (for ``Message.copy``)."""
+    names = _SLOT_NAMES.get(cls)
+    if names is None:
+        seen: list[str] = []
+        for klass in cls.__mro__:
+            for name in getattr(klass, "__slots__", ()):
+                if name not in seen and name != "__weakref__":
+                    seen.append(name)
+        names = _SLOT_NAMES[cls] = tuple(seen)
+    return names
+
+
 class Message:
     """What requests and responses share: header fields, body and edits.
 
@@ -339,6 +355,20 @@ class Message:
             fields.insert(0, f)
         self._forget("via")
 
+    def insert_header_first(self, name: str, value: str) -> None:
+        """Insert a line above the first line of the same name, or above every header line
+        when there is none (a proxy's Record-Route goes on top, RFC 3261 §16.6 step 4)."""
+        f = self._new_field(name, value)
+        fields = self.fields
+        key = f[_KEY]
+        for i, g in enumerate(fields):
+            if g[_KEY] == key:
+                fields.insert(i, f)
+                break
+        else:
+            fields.insert(0, f)
+        self._forget(key)
+
     def _kill(self, f: list[Any]) -> None:
         f[_VALUE] = None
         f[_TEXT] = ""
@@ -415,6 +445,21 @@ class Message:
         self.set_header("Content-Length", str(len(body)))
         if content_type is not None:
             self.set_header("Content-Type", content_type)
+
+    def copy(self):
+        """An independent copy: edits to either do not show in the other (a stateful proxy
+        edits one copy per outgoing branch, RFC 3261 §16.6 step 1). Parsed values are
+        shared (they are never mutated); the received bytes are not copied."""
+        cls = type(self)
+        new = cls.__new__(cls)
+        for name in _slot_names(cls):
+            try:
+                setattr(new, name, getattr(self, name))
+            except AttributeError:
+                pass
+        new.fields = [f[:] for f in self.fields]
+        new._memo = dict(self._memo) if self._memo else {}
+        return new
 
     # -- serializing ---------------------------------------------------------------------
 
