@@ -264,11 +264,11 @@ def format_double(value: float) -> str:
 
     :raises ValueError: NaN or infinity (the format has no spelling for them).
     """
+    if not math.isfinite(value):
+        raise ValueError(f"a finite number (found {value!r})")
     text = f"{value:.2f}"  # Kamailio: fprintf(fout, "%.2f", ...)
     if float(text) == value:
         return text
-    if not math.isfinite(value):
-        raise ValueError(f"a finite number (found {value!r})")
     return format(Decimal(repr(value)), "f")
 
 
