@@ -577,3 +577,195 @@ class TcpPeer:
                 return status_of(got), others
             others.append(got)
         return None, others
+
+
+# -------------------------------------------------------------------------------------------
+# Issue 3 (stateful proxy): SIPp with our own scenario files, and SIPp's message traces.
+
+#: SIPp scenario files of the stateful-proxy tests.
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+#: Routing scripts of the stateful-proxy tests.
+E2E_SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+__all__ += ["SCENARIOS", "E2E_SCRIPTS", "start_sipp_scenario", "finish_sipp",
+            "run_sipp_scenario", "SippTraceEntry", "read_sipp_trace", "header_values",
+            "hostport"]
+
+
+def hostport(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _sipp_scenario_cmd(workdir: Path, host: str, transport: str, scenario: Path, label: str,
+                       local_port: int, timeout: float, calls: int | None,
+                       extra: tuple[str, ...] | list[str]) -> list[str]:
+    cmd = _sipp_common(host, transport) + [
+        "-sf", str(scenario), "-p", str(local_port),
+        "-timeout", f"{int(timeout)}s", "-timeout_error",
+        "-trace_msg", "-message_file", str(workdir / f"{label}.messages.log"),
+        "-trace_stat", "-stf", str(workdir / f"{label}.stat.csv"), "-fd", "1",
+        "-trace_err", "-error_file", str(workdir / f"{label}.errors.log"),
+        "-trace_screen", "-screen_file", str(workdir / f"{label}.screen.log")]
+    if calls is not None:
+        cmd += ["-m", str(calls)]
+    return cmd + list(extra)
+
+
+def _read_sipp_stats(workdir: Path, label: str) -> dict[str, str]:
+    stats: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        with open(workdir / f"{label}.stat.csv", newline="") as f:
+            rows = [r for r in csv.reader(f, delimiter=";") if r]
+        if len(rows) >= 2:
+            stats = dict(zip(rows[0], rows[-1], strict=False))
+    return stats
+
+
+def start_sipp_scenario(workdir: Path, host: str, port: int, scenario: Path, *,
+                        transport: str = "u1", calls: int | None = None,
+                        timeout: float = 30.0, label: str = "uas",
+                        extra: tuple[str, ...] | list[str] = ()) -> subprocess.Popen:
+    """Start SIPp with the server scenario ``scenario`` (it begins with a ``recv``) on
+    ``host:port`` and wait until it is bound. With ``calls`` it exits by itself after
+    that many calls (status 0 when every one succeeded); ``timeout`` (SIPp's
+    ``-timeout``, an error when reached) bounds it in any case. Collect it with
+    ``finish_sipp``. Message trace: ``read_sipp_trace(workdir, label)``."""
+    cmd = _sipp_scenario_cmd(workdir, host, transport, scenario, label, port, timeout,
+                             calls, extra)
+    with open(workdir / f"{label}.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    proto = "tcp" if transport.startswith("t") else "udp"
+    try:
+        wait_until_bound(proc, [(proto, host, port)])
+    except (RuntimeError, TimeoutError) as e:
+        stop_process(proc)
+        err_text = (workdir / f"{label}.stderr").read_text(errors="replace")
+        raise RuntimeError(f"SIPp {label} did not start: {e}\n{err_text[-1500:]}") from None
+    return proc
+
+
+def finish_sipp(proc: subprocess.Popen, workdir: Path, label: str,
+                wait: float = 10.0) -> SippResult:
+    """Wait up to ``wait`` s for a SIPp started by ``start_sipp_scenario`` to exit, stop
+    it (SIGTERM, then SIGKILL) if it has not, and return its status and statistics."""
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        stop_process(proc)
+    return SippResult(proc.returncode, _read_sipp_stats(workdir, label), workdir, label)
+
+
+def run_sipp_scenario(workdir: Path, host: str, target: str, scenario: Path, *, calls: int,
+                      rate: int = 10, transport: str = "u1", timeout: float = 20.0,
+                      recv_timeout_ms: int = 5000, label: str = "uac",
+                      extra: tuple[str, ...] | list[str] = ()) -> SippResult:
+    """Run the client scenario ``scenario`` against ``target`` until ``calls`` calls are
+    done (``rate`` new calls per second), bounded by SIPp's ``-timeout`` (an error when
+    reached) and a wall-clock backstop; like ``run_sipp_uac`` but from a file, on a free
+    local port, with a message trace (``read_sipp_trace(workdir, label)``)."""
+    cmd = _sipp_scenario_cmd(workdir, host, transport, scenario, label, free_port(host),
+                             timeout, calls, extra)
+    cmd += ["-r", str(rate), "-rp", "1000", "-l", str(max(10, calls)),
+            "-recv_timeout", str(recv_timeout_ms), target]
+    with open(workdir / f"{label}.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            proc.wait(timeout + 10)
+        except subprocess.TimeoutExpired:
+            stop_process(proc)
+    return SippResult(proc.returncode, _read_sipp_stats(workdir, label), workdir, label)
+
+
+def header_values(message: bytes, name: str) -> list[str]:
+    """Every value of header ``name`` (long or compact form; case-insensitive) in
+    ``message``'s head, one entry per header line, in order (comma lists not split)."""
+    compact = {"via": "v", "contact": "m", "from": "f", "to": "t", "call-id": "i",
+               "content-length": "l", "content-type": "c", "subject": "s",
+               "supported": "k"}
+    want = {name.lower()}
+    if name.lower() in compact:
+        want.add(compact[name.lower()])
+    head = message.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    out = []
+    for line in head.split("\r\n")[1:]:
+        hname, sep, value = line.partition(":")
+        if sep and hname.strip().lower() in want:
+            out.append(value.strip())
+    return out
+
+
+@dataclass(frozen=True)
+class SippTraceEntry:
+    """One message of a SIPp ``-trace_msg`` log: when (epoch seconds), ``direction``
+    ("sent" or "received"), ``transport`` ("UDP", "TCP") and the message itself."""
+
+    time: float
+    direction: str
+    transport: str
+    data: bytes
+
+    @property
+    def start_line(self) -> str:
+        return self.data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+
+    @property
+    def method(self) -> str | None:
+        """The request method, or None for a response."""
+        return None if self.data.startswith(b"SIP/2.0 ") else self.start_line.split(" ", 1)[0]
+
+    @property
+    def status(self) -> int | None:
+        return status_of(self.data)
+
+    @property
+    def call_id(self) -> str | None:
+        return call_id_of(self.data)
+
+    @property
+    def cseq_method(self) -> str:
+        values = header_values(self.data, "CSeq")
+        return values[0].split()[-1] if values else ""
+
+    def headers(self, name: str) -> list[str]:
+        return header_values(self.data, name)
+
+
+_TRACE_SEPARATOR = b"-" * 47 + b" "
+
+
+def read_sipp_trace(workdir: Path, label: str) -> list[SippTraceEntry]:
+    """The messages SIPp ``label`` sent and received, in order, from its ``-trace_msg``
+    log (lines SIPp writes about lost or ignored messages are skipped)."""
+    try:
+        raw = (workdir / f"{label}.messages.log").read_bytes()
+    except FileNotFoundError:
+        return []
+    entries = []
+    pos = raw.find(_TRACE_SEPARATOR)
+    while pos >= 0:
+        stamp_end = raw.find(b"\n", pos)
+        what_end = raw.find(b"\n", stamp_end + 1)
+        if stamp_end < 0 or what_end < 0:
+            break
+        stamp = raw[pos + len(_TRACE_SEPARATOR):stamp_end].decode(errors="replace").split()
+        words = raw[stamp_end + 1:what_end].decode(errors="replace").split()
+        # (a line about a lost message has no line end: the next separator follows it)
+        nxt = raw.find(_TRACE_SEPARATOR, what_end)
+        # "UDP message sent (508 bytes):" / "TCP message received [307] bytes :"
+        if (len(stamp) >= 2 and len(words) >= 4 and words[1] == "message"
+                and words[2] in ("sent", "received")):
+            length = int(words[3].strip("()[]"))
+            body_at = what_end + 1
+            while raw[body_at:body_at + 1] == b"\n":
+                body_at += 1
+            date, clock = stamp[0], stamp[1]
+            whole, _, frac = clock.partition(".")
+            when = time.mktime(time.strptime(f"{date} {whole}", "%Y-%m-%d %H:%M:%S"))
+            when += float("0." + frac) if frac else 0.0
+            entries.append(SippTraceEntry(when, words[2], words[0],
+                                          raw[body_at:body_at + length]))
+        pos = nxt
+    return entries
