@@ -38,6 +38,7 @@ is not retried: the caller gets ``StorageUnavailable`` and decides.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import math
@@ -200,6 +201,12 @@ class SqlStorage(Storage):
         self._down_since = 0.0
         self._next_probe = 0.0
         self._failed_calls = 0
+        self._background: set[asyncio.Task] = set()
+
+    def _keep(self, task: asyncio.Task) -> None:
+        """Hold a reference to a fire-and-forget task until it is done."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------------------------
     # What subclasses implement.
