@@ -626,9 +626,12 @@ def _si_send_2xx_again(m: ServerInvite, status: int, now: float) -> int:
 
 
 def _si_tu_bug(m: ServerInvite, status: int, now: float) -> int:
+    # After a non-2xx final (or after the transaction ended) the TU has nothing more to
+    # send here; a late 2xx from another branch is forwarded statelessly by the proxy
+    # (RFC 6026 §7.2), which is why this raises instead of dropping silently.
     raise LocalProtocolError(
         f"response {status} handed to an INVITE server transaction in state {m.state} "
-        f"after final response {m.last_status}")
+        f"(last response {m.last_status})")
 
 
 def _si_ack(m: ServerInvite, status: int, now: float) -> int:
@@ -715,7 +718,10 @@ class ServerInvite(_Machine):
         (ACCEPTED, EV_SEND_300_699): _si_tu_bug,
         (ACCEPTED, EV_TIMER_L): _finished,
         (ACCEPTED, EV_TRANSPORT_ERROR): _si_transport_error_accepted,
-        # Terminated: everything ignored; a response handed over now is not sent (0).
+        # Terminated: messages and timers ignored; a response handed over is a TU error.
+        (TERMINATED_STATE, EV_SEND_1XX): _si_tu_bug,
+        (TERMINATED_STATE, EV_SEND_2XX): _si_tu_bug,
+        (TERMINATED_STATE, EV_SEND_300_699): _si_tu_bug,
     })
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
@@ -757,9 +763,10 @@ class ServerInvite(_Machine):
     def send_response(self, status: int, now: float) -> int:
         """The TU hands a response (it keeps the bytes; SEND means send them).
 
-        :returns: SEND; 0 in Terminated.
+        :returns: SEND.
         :raises LocalProtocolError: a response after a final one (other than a further
-            2xx after a 2xx, RFC 6026).
+            2xx after a 2xx, RFC 6026), or once the transaction is terminated (a late
+            2xx is then the proxy's to forward statelessly, RFC 6026 §7.2).
         """
         handler = self._ROWS[self.state][
             EV_SEND_1XX if status < 200 else EV_SEND_2XX if status < 300 else EV_SEND_300_699]
