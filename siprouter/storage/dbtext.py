@@ -644,7 +644,7 @@ class DbTextStorage(Storage):
 
     def _check_open(self) -> None:
         if not self._open:
-            raise StorageError("db_text storage is not open", url=self.url)
+            raise LocalProtocolError(f"storage {self!r} used before open() or after close()")
 
     async def _table(self, name: str) -> _Table:
         self._check_open()
@@ -741,7 +741,11 @@ class DbTextStorage(Storage):
         t = await self._table(table)
         if columns is not None:
             columns = list(columns)
+            if not columns:
+                raise LocalProtocolError("storage: select with an empty column list")
             self._check_columns(t, columns)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise LocalProtocolError(f"storage: limit {limit!r}: expected an int >= 0")
         match = self._matcher(t, where)
         rows = t.rows
         if order_by:
@@ -752,7 +756,7 @@ class DbTextStorage(Storage):
                 rows.sort(key=lambda r, k=key: (r[k] is not None, r[k]) if r[k] is not None
                           else (False, 0), reverse=descending)
             if limit is not None:
-                rows = rows[:max(limit, 0)]
+                rows = rows[:limit]
         elif match is not None:
             if limit is None:
                 rows = [r for r in rows if match(r)]
@@ -766,7 +770,7 @@ class DbTextStorage(Storage):
                                 break
                 rows = found
         elif limit is not None:
-            rows = rows[:max(limit, 0)]
+            rows = rows[:limit]
         if columns is None:
             return [r.copy() for r in rows]
         return [{c: r[c] for c in columns} for r in rows]
@@ -803,8 +807,8 @@ class DbTextStorage(Storage):
             name = column.name
             value = coercers[name](row[name]) if name in row else defaults.get(name)
             if value is None and not (column.nullable or column.auto):
-                raise StorageSchemaError(f"column {name} may not be null", url=self.url,
-                                         table=t.name)
+                raise StorageError(f"column {name} may not be null", url=self.url,
+                                   table=t.name)
             new[name] = value
         return new
 
@@ -899,12 +903,16 @@ class DbTextStorage(Storage):
         for column in t.columns:
             if (column.name in prepared and prepared[column.name] is None
                     and not column.nullable):
-                raise StorageSchemaError(f"column {column.name} may not be null",
-                                         url=self.url, table=t.name)
+                raise StorageError(f"column {column.name} may not be null",
+                                   url=self.url, table=t.name)
         return prepared
 
     async def update(self, table: str, values: Mapping[str, Any], where: Where) -> int:
-        """Set ``values`` in the rows matching ``where``; return how many matched."""
+        """Set ``values`` in the rows matching ``where`` (``{}``: every row); return how
+        many matched."""
+        if where is None:
+            raise LocalProtocolError(
+                f"storage: update of {table} without where (pass {{}} to update every row)")
         def change(t: _Table) -> tuple[bool, Any]:
             prepared = self._prepare_values(t, values)
             match = self._matcher(t, where)
@@ -1091,8 +1099,7 @@ class DbTextStorage(Storage):
             names = list(tables)
         for name in names:
             if name not in schema.METADATA.tables:
-                raise StorageSchemaError(f"no table {name} in the schema", url=self.url,
-                                         table=name)
+                raise LocalProtocolError(f"storage: no table {name!r} in siprouter's schema")
         version = schema.VERSION_TABLE
         if names and version not in names and version in schema.METADATA.tables:
             names.insert(0, version)
