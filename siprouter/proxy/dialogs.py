@@ -176,7 +176,11 @@ _NEXT: tuple[tuple[DialogState | None, ...], ...] = ((),) + tuple(
 )
 assert [int(s) for s in DialogState] == list(range(1, len(_NEXT)))
 
-_LIVE_STATES = (_S.UNCONFIRMED, _S.EARLY, _S.CONFIRMED_NA, _S.CONFIRMED)
+# Module-level names for the members: on CPython 3.11 ``DialogState.EARLY`` is an
+# attribute lookup through the enum metaclass (~0.2 µs); a global is ~0.02 µs.
+_UNCONFIRMED, _EARLY, _CONFIRMED_NA, _CONFIRMED, _TERMINATED = DialogState
+(_EV_PROVISIONAL, _EV_PROVISIONAL_UNTAGGED, _EV_SUCCESS, _EV_FAILURE, _EV_ACK, _EV_BYE,
+ _EV_REQUEST, _EV_TIMEOUT, _EV_TERMINATE) = DialogEvent
 
 #: ``fn(dialog, old_state, new_state)``; ``old_state`` is None when the dialog was created.
 DialogListener = Callable[["Dialog", "DialogState | None", "DialogState"], None]
@@ -235,7 +239,7 @@ class Dialog:
         self.caller_cseq = caller_cseq
         self.callee_cseq = None
         self.route_set = []
-        self.state = _S.UNCONFIRMED
+        self.state = _UNCONFIRMED
         self.created = created
         self.confirmed_at = None
         self.ended_at = None
@@ -244,7 +248,7 @@ class Dialog:
         self.max_duration = None
         self.caller_source = caller_source
         self._vars: dict[str, Any] | None = None
-        self._early_tags: set[str] | None = None
+        self._early_tags: list[str] | None = None
         self._entry: tuple[float, int, Dialog] | None = None
 
     @property
@@ -259,16 +263,16 @@ class Dialog:
     @property
     def is_live(self) -> bool:
         """True until the dialog is terminated."""
-        return self.state is not _S.TERMINATED
+        return self.state is not _TERMINATED
 
     @property
     def early_to_tags(self) -> tuple[str, ...]:
-        """Every To tag of the early dialogs seen so far (forking), the first one first;
+        """Every To tag of the early dialogs seen so far (forking), in order of arrival;
         empty once confirmed or before any tagged 1xx."""
-        if self.state is not _S.EARLY or self.to_tag is None:
+        if self.state is not _EARLY or self.to_tag is None:
             return ()
         extra = self._early_tags
-        return (self.to_tag, *sorted(extra)) if extra else (self.to_tag,)
+        return (self.to_tag, *extra) if extra else (self.to_tag,)
 
     def duration(self, now: float) -> float | None:
         """Seconds from the 2xx to the end (or to ``now`` while live); None if never
@@ -459,7 +463,7 @@ class DialogTracker:
         if found is not None:
             for old in (found,) if type(found) is Dialog else found:
                 if (old.from_tag == from_tag and old.caller_cseq == cseq
-                        and (old.state is _S.UNCONFIRMED or old.state is _S.EARLY)):
+                        and (old.state is _UNCONFIRMED or old.state is _EARLY)):
                     return old
         dlg = Dialog(f"{self._id_prefix}{next(self._ids):x}", call_id, from_tag,
                      from_.uri.raw, to.uri.raw, invite.ruri, _first_contact(invite), cseq,
@@ -473,8 +477,8 @@ class DialogTracker:
             found.append(dlg)
         self._push(dlg, dlg.timeout_at)
         self._processed += 1
-        self._counts[_S.UNCONFIRMED] += 1
-        self._notify(dlg, None, _S.UNCONFIRMED)
+        self._counts[_UNCONFIRMED] += 1
+        self._notify(dlg, None, _UNCONFIRMED)
         return dlg
 
     def on_response(self, dlg: Dialog, res: Any, now: float) -> None:
@@ -500,27 +504,28 @@ class DialogTracker:
         if status < 200:
             if status > 100:
                 tag = res.to.tag
-            event = _E.PROVISIONAL if tag is not None else _E.PROVISIONAL_UNTAGGED
+            event = _EV_PROVISIONAL if tag is not None else _EV_PROVISIONAL_UNTAGGED
         elif status < 300:
-            event = _E.SUCCESS
+            event = _EV_SUCCESS
         else:
-            event = _E.FAILURE
+            event = _EV_FAILURE
         old = dlg.state
         new = _NEXT[old][event]
         if new is None:
             return
-        if event is _E.PROVISIONAL:
+        if event is _EV_PROVISIONAL:
             if dlg.to_tag is None:
                 dlg.to_tag = tag
                 self._learn_callee(dlg, res)
             elif tag != dlg.to_tag:
                 # §12.1 / §16.7: each fork branch that answers with its own tag is an
                 # early dialog of its own; match them all until one is confirmed.
-                if dlg._early_tags is None:
-                    dlg._early_tags = {tag}
-                else:
-                    dlg._early_tags.add(tag)
-        elif event is _E.SUCCESS:
+                extra = dlg._early_tags
+                if extra is None:
+                    dlg._early_tags = [tag]
+                elif tag not in extra:
+                    extra.append(tag)
+        elif event is _EV_SUCCESS:
             dlg.to_tag = res.to.tag
             dlg._early_tags = None
             self._learn_callee(dlg, res)
@@ -584,11 +589,11 @@ class DialogTracker:
         dlg, direction = hit
         method = req.method
         if method == "BYE":
-            event = _E.BYE
+            event = _EV_BYE
         elif method == "ACK" and direction is DOWNSTREAM:
-            event = _E.ACK
+            event = _EV_ACK
         else:
-            event = _E.REQUEST
+            event = _EV_REQUEST
         old = dlg.state
         new = _NEXT[old][event]
         if new is None:
@@ -599,7 +604,7 @@ class DialogTracker:
                 dlg.caller_cseq = seq
         elif dlg.callee_cseq is None or seq > dlg.callee_cseq:
             dlg.callee_cseq = seq
-        if event is _E.BYE:
+        if event is _EV_BYE:
             self._end(dlg, "bye", now)
             return dlg
         if method == "INVITE" or method == "UPDATE":
@@ -609,10 +614,10 @@ class DialogTracker:
                     dlg.caller_contact = contact
                 else:
                     dlg.callee_contact = contact
-        if new is _S.CONFIRMED:
+        if new is _CONFIRMED:
             if dlg.max_duration is None:
                 self._set_timeout_at(dlg, now + self.default_timeout)
-            elif old is _S.CONFIRMED_NA:
+            elif old is _CONFIRMED_NA:
                 self._set_timeout_at(dlg, dlg.confirmed_at + dlg.max_duration)
         if new is not old:
             self._set_state(dlg, new)
@@ -621,7 +626,7 @@ class DialogTracker:
     def terminate(self, dlg: Dialog, reason: str, now: float) -> None:
         """End a dialog from the script or a module (Kamailio ``dlg.end_dlg``; sending
         the BYEs is the caller's business). No effect on a terminated dialog."""
-        if _NEXT[dlg.state][_E.TERMINATE] is None:
+        if _NEXT[dlg.state][_EV_TERMINATE] is None:
             return
         self._end(dlg, reason, now)
 
@@ -637,14 +642,14 @@ class DialogTracker:
         if not seconds >= 0:
             raise LocalProtocolError(f"timeout must be seconds >= 0, not {seconds!r}")
         state = dlg.state
-        if state is _S.TERMINATED:
+        if state is _TERMINATED:
             return
         if dlg.confirmed_at is None:
             dlg.max_duration = float(seconds)
             return
         end = now + seconds
         dlg.max_duration = end - dlg.confirmed_at
-        if state is _S.CONFIRMED_NA:
+        if state is _CONFIRMED_NA:
             end = min(end, dlg.confirmed_at + self.noack_timeout)
         self._set_timeout_at(dlg, end)
 
@@ -665,7 +670,7 @@ class DialogTracker:
             due = self._due(dlg)
             if due > now:
                 self._push(dlg, due)  # the deadline moved later since this was pushed
-            elif dlg.state is _S.TERMINATED:
+            elif dlg.state is _TERMINATED:
                 self._forget(dlg)
             else:
                 self._expired += 1
@@ -725,7 +730,7 @@ class DialogTracker:
 
     def __iter__(self) -> Iterator[Dialog]:
         """Live dialogs, oldest first (a snapshot: the tracker may change meanwhile)."""
-        return iter([d for d in self._by_id.values() if d.state is not _S.TERMINATED])
+        return iter([d for d in self._by_id.values() if d.state is not _TERMINATED])
 
     @property
     def stats(self) -> dict[str, int]:
@@ -734,8 +739,8 @@ class DialogTracker:
         ``failed`` (ended by a 3xx-6xx, 487 included)."""
         c = self._counts
         return {
-            "active": c[_S.CONFIRMED_NA] + c[_S.CONFIRMED],
-            "early": c[_S.EARLY],
+            "active": c[_CONFIRMED_NA] + c[_CONFIRMED],
+            "early": c[_EARLY],
             "processed": self._processed,
             "expired": self._expired,
             "failed": self._failed,
@@ -756,7 +761,7 @@ class DialogTracker:
         dlg.route_set = _record_route_values(res)
 
     def _due(self, dlg: Dialog) -> float:
-        if dlg.state is _S.TERMINATED:
+        if dlg.state is _TERMINATED:
             return dlg.ended_at + self.end_timeout  # type: ignore[operator]
         return dlg.timeout_at
 
@@ -780,7 +785,7 @@ class DialogTracker:
         dlg.end_reason = reason
         dlg._early_tags = None
         self._reschedule(dlg, now + self.end_timeout)
-        self._set_state(dlg, _S.TERMINATED)
+        self._set_state(dlg, _TERMINATED)
 
     def _forget(self, dlg: Dialog) -> None:
         dlg._entry = None

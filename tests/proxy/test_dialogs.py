@@ -233,6 +233,7 @@ def test_rejected_call(tracker):
     tracker.on_response(dlg, call.response(486, "busy-tag"), 2.0)
     assert dlg.state is S.TERMINATED
     assert (dlg.end_reason, dlg.ended_at, dlg.confirmed_at) == ("rejected 486", 2.0, None)
+    assert dlg.to_tag == "busy-tag"                  # for the failed-call record
     assert dlg.duration(5.0) is None
     assert tracker.stats["failed"] == 1 and len(tracker) == 0
     # Nothing revives it: a late 2xx and a late 1xx are ignored.
@@ -296,9 +297,11 @@ def test_forked_early_dialogs_one_confirmed(tracker):
     dlg = tracker.create(call.invite, 0.0)
     tracker.on_response(dlg, call.response(180, "tag-a", contact="<sip:a@192.0.2.31>"), 1.0)
     tracker.on_response(dlg, call.response(183, "tag-b", contact="<sip:b@192.0.2.32>"), 1.2)
+    tracker.on_response(dlg, call.response(180, "tag-0"), 1.3)   # a third branch rings
+    tracker.on_response(dlg, call.response(180, "tag-b"), 1.4)   # and b again
     assert dlg.state is S.EARLY
     assert dlg.to_tag == "tag-a"                      # the first early tag
-    assert dlg.early_to_tags == ("tag-a", "tag-b")
+    assert dlg.early_to_tags == ("tag-a", "tag-b", "tag-0")
     assert dlg.callee_contact == "sip:a@192.0.2.31"
 
     # Requests in either early dialog match it (PRACK to branch b, UPDATE from branch a).
