@@ -539,11 +539,23 @@ class DialogTracker:
                 # The failure's To tag, for the failed-call record (Kamailio's acc logs
                 # it too); the ACK for it (§17.1.1.3) then matches the ended dialog.
                 dlg.to_tag = res.to.tag
-            self._failed += 1
-            self._end(dlg, "cancelled" if status == 487 else f"rejected {status}", now)
+            self._fail(dlg, status, now)
             return
         if new is not old:
             self._set_state(dlg, new)
+
+    def fail(self, dlg: Dialog, status: int, now: float) -> None:
+        """A final 300-699 the proxy itself sent upstream for the INVITE (the 408 of
+        Timer C or of ``fr_inv_timer``, a 487, a 503 when no branch could be sent ...):
+        what :meth:`on_response` does for a received one, without a parsed response.
+        No effect once a 2xx was seen or the dialog ended.
+
+        :raises LocalProtocolError: for a status outside 300-699.
+        """
+        if not 300 <= status <= 699:
+            raise LocalProtocolError(f"a failed INVITE ends with 300-699, not {status!r}")
+        if _NEXT[dlg.state][_EV_FAILURE] is not None:
+            self._fail(dlg, status, now)
 
     def match(self, req: Any) -> tuple[Dialog, str] | None:
         """The dialog of an in-dialog request (§12.2: Call-ID, and the tags in either
@@ -670,7 +682,7 @@ class DialogTracker:
             due = self._due(dlg)
             if due > now:
                 self._push(dlg, due)  # the deadline moved later since this was pushed
-            elif dlg.state is _TERMINATED:
+            elif _NEXT[dlg.state][_EV_TIMEOUT] is None:  # TERMINATED: done lingering
                 self._forget(dlg)
             else:
                 self._expired += 1
@@ -786,6 +798,10 @@ class DialogTracker:
         dlg._early_tags = None
         self._reschedule(dlg, now + self.end_timeout)
         self._set_state(dlg, _TERMINATED)
+
+    def _fail(self, dlg: Dialog, status: int, now: float) -> None:
+        self._failed += 1
+        self._end(dlg, "cancelled" if status == 487 else f"rejected {status}", now)
 
     def _forget(self, dlg: Dialog) -> None:
         dlg._entry = None

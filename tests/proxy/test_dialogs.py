@@ -734,3 +734,21 @@ def test_route_set_keeps_every_record_route_value_in_order(tracker):
     res = call.response(200, "b", rr=(f"{RR[0]}, {RR[1]}", "<sip:[2001:db8::1];lr>"))
     tracker.on_response(dlg, res, 1.0)
     assert dlg.route_set == [RR[0], RR[1], "<sip:[2001:db8::1];lr>"]
+
+
+def test_a_failure_the_proxy_made_itself_ends_the_dialog(tracker):
+    """Timer C fired: the proxy sent 408 upstream itself; there is no parsed response."""
+    call = Call()
+    dlg = tracker.create(call.invite, 0.0)
+    tracker.on_response(dlg, call.response(180, "b"), 1.0)
+    tracker.fail(dlg, 408, 181.0)
+    assert (dlg.state, dlg.end_reason, dlg.ended_at) == (S.TERMINATED, "rejected 408", 181.0)
+    assert tracker.stats["failed"] == 1
+    tracker.fail(dlg, 500, 182.0)                     # already ended: nothing changes
+    assert dlg.end_reason == "rejected 408" and tracker.stats["failed"] == 1
+    answered = tracker.create(Call(call_id="other").invite, 0.0)
+    tracker.on_response(answered, Call(call_id="other").response(200, "b"), 1.0)
+    tracker.fail(answered, 487, 2.0)                  # a 2xx was seen: it stays up
+    assert answered.state is S.CONFIRMED_NA
+    with pytest.raises(LocalProtocolError):
+        tracker.fail(answered, 200, 3.0)
