@@ -502,9 +502,9 @@ class DbTextStorage(Storage):
             raise StorageError("flush_interval: expected seconds >= 0 or 'none'", url=url)
         self.flush_interval: float | None = flush_interval
         self.delimiter = delimiter if delimiter is not None else query.get("delimiter", ":")
-        if len(self.delimiter) != 1 or self.delimiter in "\\\n\r":
-            raise StorageError("delimiter: expected one character (not \\ or a line end)",
-                               url=url)
+        if len(self.delimiter) != 1 or self.delimiter in "\\\n\rnrt0\x00":
+            raise StorageError("delimiter: expected one character (not \\, n, r, t, 0 or a "
+                               "line end)", url=url)
         #: Changes are on disk before the call returns (non-caching, or flush_interval 0).
         self.write_through = not self.caching or self.flush_interval == 0
         self._tables: dict[str, _Table] = {}

@@ -234,6 +234,25 @@ def split_fields(line: str, delimiter: str = DEFAULT_DELIMITER) -> list[str]:
     """
     if "\\" not in line:
         return line.split(delimiter)
+    if "\\\\" in line or "\x00" in line:
+        return _split_fields_scan(line, delimiter)
+    # Common case (a SIP URI's "\:"): no escaped backslash, so every backslash starts a
+    # two-character escape and the escapes cannot overlap. Mark the escaped delimiters
+    # with NUL (not in the line), split, then undo the escapes by replacement.
+    fields = line.replace("\\" + delimiter, "\x00").split(delimiter)
+    for i, field in enumerate(fields):
+        if "\x00" in field:
+            field = field.replace("\x00", delimiter)
+        if "\\" in field:
+            field = (field.replace("\\n", "\n").replace("\\r", "\r").replace("\\t", "\t")
+                     .replace("\\0", "\x00"))
+            if "\\" in field:
+                return _split_fields_scan(line, delimiter)  # raises, naming the escape
+        fields[i] = field
+    return fields
+
+
+def _split_fields_scan(line: str, delimiter: str) -> list[str]:
     fields: list[str] = []
     parts: list[str] = []
     i = 0

@@ -14,6 +14,7 @@ from siprouter.storage.dbtext_format import (
     Column,
     ColumnType,
     DbTextFormatError,
+    _split_fields_scan,
     escape,
     format_double,
     format_header,
@@ -55,6 +56,16 @@ class TestEscapes:
         escaped = escape(text)
         assert "\n" not in escaped and "\r" not in escaped
         assert unescape(escaped) == text
+
+    @given(st.text(alphabet="a:\\nrt0|\x00", max_size=30))
+    def test_fast_split_agrees_with_the_scanner(self, line):
+        try:
+            expected = _split_fields_scan(line, ":")
+        except ValueError:
+            with pytest.raises(ValueError):
+                split_fields(line)
+        else:
+            assert split_fields(line) == expected
 
     @given(st.lists(st.text(), min_size=1, max_size=6))
     def test_fields_round_trip(self, fields):
