@@ -163,3 +163,6 @@ def _summary(config: Config) -> str:
         f"  log:       {config.log.level} ({config.log.format})",
     ]
     return "\n".join(lines)
+
+
+main.add_command(__import__("siprouter.cli.db", fromlist=["db"]).db)
