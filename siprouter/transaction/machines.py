@@ -165,32 +165,26 @@ def _resend(m, status: int, now: float) -> int:
 class _Machine:
     """What the four machines share: the two timer slots and the dispatch."""
 
-    __slots__ = ("state", "deadline", "_timers", "_reliable", "_r_at", "_t_at", "_t_ev",
-                 "_interval")
+    __slots__ = ("state", "deadline", "_rows", "_timers", "_reliable", "_r_at", "_r_ev",
+                 "_t_at", "_t_ev", "_interval")
 
     STATES: tuple[str, ...] = ()
     EVENTS: tuple[int, ...] = ()
     TRANSITIONS: dict[tuple[str, int], Handler | None] = {}
+    # Per state, a tuple of handlers indexed by event (built by _compile). Each instance
+    # keeps a reference in its ``_rows`` slot: a slot read is cheaper than a class
+    # attribute read on the hot path.
     _ROWS: dict[str, tuple[Handler | None, ...]] = {}
-    _r_ev: int  # the event of the retransmission slot (a class constant, or a slot)
 
     state: str
     deadline: float | None
 
-    def __init__(self, timers: Timers, reliable: bool) -> None:
-        """:param timers: timer values. :param reliable: the request/response travels on
-        a reliable transport (no retransmissions; D, I, J, K are zero)."""
-        self.state = self.STATES[0]
-        self.deadline = None
-        self._timers = timers
-        self._reliable = reliable
-        self._r_at = _INF
-        self._t_at = _INF
-        self._t_ev = -1
-        self._interval = 0.0
+    # Each subclass's __init__ sets every slot it reads (inlined: one machine per branch
+    # of every call, so no base-class call); _r_ev, _t_ev and _interval are written
+    # whenever their timer is armed, before they are ever read.
 
     def _dispatch(self, event: int, status: int, now: float) -> int:
-        handler = self._ROWS[self.state][event]
+        handler = self._rows[self.state][event]
         if handler is None:
             return 0
         actions = handler(self, status, now)
@@ -206,7 +200,7 @@ class _Machine:
         :returns: the OR of their actions (0 when nothing was due).
         """
         actions = 0
-        rows = self._ROWS
+        rows = self._rows
         while True:
             r = self._r_at
             t = self._t_at
@@ -396,17 +390,14 @@ class ClientInvite(_Machine):
         (ACCEPTED, EV_RECV_2XX): _deliver,   # RFC 6026: every 2xx goes to the TU
         (ACCEPTED, EV_TIMER_M): _finished,
     })
-    _r_ev = EV_TIMER_A
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
-        # The base initialisation, inlined (one machine per branch of every call).
-        self.state = self.STATES[0]
+        self.state = CALLING
         self.deadline = None
+        self._rows = _CLIENT_INVITE_ROWS
         self._timers = timers
         self._reliable = reliable
         self._r_at = self._t_at = _INF
-        self._t_ev = -1
-        self._interval = 0.0
         self.has_provisional = False
 
     def start(self, now: float) -> int:
@@ -418,6 +409,7 @@ class ClientInvite(_Machine):
         if not self._reliable:
             self._interval = t1 = timers.t1
             self._r_at = now + t1
+            self._r_ev = EV_TIMER_A
         self._t_at = b = now + timers._timer_bf
         self._t_ev = EV_TIMER_B
         self.deadline = self._r_at if self._r_at < b else b
@@ -431,7 +423,7 @@ class ClientInvite(_Machine):
             TERMINATED on reliable transports after a 300-699.
         """
         # The dispatch of _dispatch, inlined: this runs for every response.
-        handler = self._ROWS[self.state][
+        handler = self._rows[self.state][
             EV_RECV_1XX if status < 200 else EV_RECV_2XX if status < 300 else EV_RECV_300_699]
         if handler is None:
             return 0
@@ -453,6 +445,9 @@ class ClientInvite(_Machine):
         :returns: 0.
         """
         return self._dispatch(EV_CANCEL_SENT, 0, now)
+
+
+_CLIENT_INVITE_ROWS = ClientInvite._ROWS
 
 
 # == non-INVITE client transaction (§17.1.2) =================================================
@@ -524,17 +519,14 @@ class ClientNonInvite(_Machine):
         # Completed: "any retransmissions of the final response ... are discarded".
         (COMPLETED, EV_TIMER_K): _finished,
     })
-    _r_ev = EV_TIMER_E
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
-        # The base initialisation, inlined (one machine per branch of every call).
-        self.state = self.STATES[0]
+        self.state = TRYING
         self.deadline = None
+        self._rows = _CLIENT_NON_INVITE_ROWS
         self._timers = timers
         self._reliable = reliable
         self._r_at = self._t_at = _INF
-        self._t_ev = -1
-        self._interval = 0.0
         self.has_provisional = False
 
     def start(self, now: float) -> int:
@@ -546,6 +538,7 @@ class ClientNonInvite(_Machine):
         if not self._reliable:
             self._interval = t1 = timers.t1
             self._r_at = now + t1
+            self._r_ev = EV_TIMER_E
         self._t_at = f = now + timers._timer_bf
         self._t_ev = EV_TIMER_F
         self.deadline = self._r_at if self._r_at < f else f
@@ -558,7 +551,7 @@ class ClientNonInvite(_Machine):
             retransmitted finals; TERMINATED with the final on reliable transports.
         """
         # The dispatch of _dispatch, inlined: this runs for every response.
-        handler = self._ROWS[self.state][
+        handler = self._rows[self.state][
             EV_RECV_1XX if status < 200 else EV_RECV_2XX if status < 300 else EV_RECV_300_699]
         if handler is None:
             return 0
@@ -568,6 +561,9 @@ class ClientNonInvite(_Machine):
         d = r if r < t else t
         self.deadline = None if d == _INF else d
         return actions
+
+
+_CLIENT_NON_INVITE_ROWS = ClientNonInvite._ROWS
 
 
 # == INVITE server transaction (§17.2.1, RFC 6026 §8.5-8.7) ==================================
@@ -683,7 +679,7 @@ class ServerInvite(_Machine):
     machine asked for an automatic 100 with SEND_TRYING), None before any.
     """
 
-    __slots__ = ("last_status", "_r_ev")
+    __slots__ = ("last_status",)
 
     last_status: int | None
     STATES = (PROCEEDING, COMPLETED, CONFIRMED, ACCEPTED, TERMINATED_STATE)
@@ -725,13 +721,12 @@ class ServerInvite(_Machine):
     })
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
-        self.state = self.STATES[0]
+        self.state = PROCEEDING
         self.deadline = None
+        self._rows = _SERVER_INVITE_ROWS
         self._timers = timers
         self._reliable = reliable
         self._r_at = self._t_at = _INF
-        self._t_ev = -1
-        self._interval = 0.0
         self.last_status = None
         self._r_ev = EV_TIMER_TRYING
 
@@ -768,7 +763,7 @@ class ServerInvite(_Machine):
             2xx after a 2xx, RFC 6026), or once the transaction is terminated (a late
             2xx is then the proxy's to forward statelessly, RFC 6026 §7.2).
         """
-        handler = self._ROWS[self.state][
+        handler = self._rows[self.state][
             EV_SEND_1XX if status < 200 else EV_SEND_2XX if status < 300 else EV_SEND_300_699]
         if handler is None:
             return 0
@@ -778,6 +773,9 @@ class ServerInvite(_Machine):
         d = r if r < t else t
         self.deadline = None if d == _INF else d
         return actions
+
+
+_SERVER_INVITE_ROWS = ServerInvite._ROWS
 
 
 # == non-INVITE server transaction (§17.2.2) =================================================
@@ -836,16 +834,14 @@ class ServerNonInvite(_Machine):
         (COMPLETED, EV_TIMER_J): _finished,
         (COMPLETED, EV_TRANSPORT_ERROR): _transport_failed,
     })
-    _r_ev = EV_TIMER_J   # never armed: this machine has no retransmission timer
 
     def __init__(self, timers: Timers, reliable: bool) -> None:
-        self.state = self.STATES[0]
+        self.state = TRYING
         self.deadline = None
+        self._rows = _SERVER_NON_INVITE_ROWS
         self._timers = timers
         self._reliable = reliable
         self._r_at = self._t_at = _INF
-        self._t_ev = -1
-        self._interval = 0.0
         self.last_status = None
 
     def start(self, now: float) -> int:
@@ -869,7 +865,7 @@ class ServerNonInvite(_Machine):
         :returns: SEND (with TERMINATED for a final on a reliable transport); 0 when the
             response is discarded (Completed, Terminated).
         """
-        handler = self._ROWS[self.state][
+        handler = self._rows[self.state][
             EV_SEND_1XX if status < 200 else EV_SEND_2XX if status < 300 else EV_SEND_300_699]
         if handler is None:
             return 0
@@ -879,3 +875,6 @@ class ServerNonInvite(_Machine):
         d = r if r < t else t
         self.deadline = None if d == _INF else d
         return actions
+
+
+_SERVER_NON_INVITE_ROWS = ServerNonInvite._ROWS
