@@ -45,15 +45,6 @@ def _top_via(msg):
     return via
 
 
-def _key(req, method: str) -> tuple:
-    via = _top_via(req)
-    branch = via.params.get("branch")
-    if branch is not None and branch.startswith(MAGIC_COOKIE):
-        # §17.2.3: branch, sent-by (host lower-cased by the Via parser) and method.
-        return ("3261", branch, via.host, via.port, method)
-    return _key_2543(req, via, method)
-
-
 def _key_2543(req, via, method: str) -> tuple:
     # §17.2.3, for requests from RFC 2543 clients: "the Request-URI, To tag, From tag,
     # Call-ID, CSeq, and top Via header field match those of the request which created the
@@ -74,10 +65,18 @@ def server_key(req) -> tuple:
     :raises SipParseError: no top Via, or one that does not parse (and, for RFC 2543
         requests, a bad From, To or CSeq).
     """
+    # Flat on purpose: this runs for every request the proxy receives.
+    via = req.top_via
+    if via is None:
+        raise SipParseError("Missing Via", 400)
     method = req.method
     if method == "ACK":
         method = "INVITE"
-    return _key(req, method)
+    branch = via.params.get("branch")
+    if branch is not None and branch.startswith(MAGIC_COOKIE):
+        # §17.2.3: branch, sent-by (host lower-cased by the Via parser) and method.
+        return ("3261", branch, via.host, via.port, method)
+    return _key_2543(req, via, method)
 
 
 def cancel_target_key(cancel_req) -> tuple:
@@ -86,7 +85,11 @@ def cancel_target_key(cancel_req) -> tuple:
 
     :raises SipParseError: as :func:`server_key`.
     """
-    return _key(cancel_req, "INVITE")
+    via = _top_via(cancel_req)
+    branch = via.params.get("branch")
+    if branch is not None and branch.startswith(MAGIC_COOKIE):
+        return ("3261", branch, via.host, via.port, "INVITE")
+    return _key_2543(cancel_req, via, "INVITE")
 
 
 def client_key(branch: str, method: str) -> tuple:
