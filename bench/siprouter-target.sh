@@ -10,7 +10,8 @@
 #
 # Scenarios: S1 (stateless relay of every request to 127.0.0.1:<nexthop_port>, with
 # examples/stateless_nexthop.py, UDP 127.0.0.1:<listen_port> only, like the Kamailio
-# target). S2-S5 need transactions and the registrar (issues 3 and 5).
+# target); S2 (stateful relay with Record-Route, examples/stateful_nexthop.py). S3-S5 need
+# the registrar (issue 5).
 #
 # Variants pick the event loop: "uvloop" (what `siprouter run` uses when uvloop is
 # installed) and "asyncio" (uvloop made unimportable, so the server falls back to plain
@@ -47,7 +48,8 @@ esac
 scen=$1 variant=$2 port=$3 nh_port=$4 rundir=$5
 case "$scen" in
     S1) script="$repo/examples/stateless_nexthop.py" ;;
-    S2|S3|S4|S5) echo "siprouter: scenario $scen not implemented yet (issue 3/5)" >&2; exit 2 ;;
+    S2) script="$repo/examples/stateful_nexthop.py" ;;
+    S3|S4|S5) echo "siprouter: scenario $scen not implemented yet (issue 5)" >&2; exit 2 ;;
     *)  echo "siprouter: unknown scenario $scen" >&2; exit 2 ;;
 esac
 case "$variant" in

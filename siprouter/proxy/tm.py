@@ -86,9 +86,17 @@ class TimerQueue:
     An object has a ``_due`` slot and an ``on_timer(now)`` method. ``schedule(obj, t)``
     (re)sets its deadline; an entry whose deadline no longer equals ``obj._due`` is stale
     and skipped when it comes up (no removal from the middle of the heap).
+
+    The loop timer wakes the process at most once per ``TICK`` (timers fire up to one
+    tick late, far inside what §17 allows): at hundreds of calls per second every
+    transaction moves its deadlines several times, and on a VM a wake-up costs more than
+    the SIP work of a message. Kamailio's timer process ticks the same way.
     """
 
-    __slots__ = ("_heap", "_seq", "_handle", "_armed", "_loop")
+    __slots__ = ("_heap", "_seq", "_handle", "_armed", "_loop", "_last_fire")
+
+    #: Seconds between two wake-ups at most.
+    TICK = 0.05
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._heap: list[tuple[float, int, Any]] = []
@@ -96,6 +104,7 @@ class TimerQueue:
         self._handle: asyncio.TimerHandle | None = None
         self._armed: float | None = None
         self._loop = loop
+        self._last_fire = 0.0
 
     def now(self) -> float:
         loop = self._loop
@@ -112,22 +121,26 @@ class TimerQueue:
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, obj))
         armed = self._armed
-        if armed is None or deadline < armed:
-            self._arm(deadline)
+        if armed is None or deadline < armed - self.TICK:
+            self._arm(max(deadline, self._last_fire + self.TICK))
 
-    def _arm(self, deadline: float) -> None:
+    def _arm(self, when: float) -> None:
         if self._handle is not None:
             self._handle.cancel()
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        self._armed = deadline
-        self._handle = loop.call_at(deadline, self._fire)
+        self._armed = when
+        self._handle = loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
         self._armed = None
-        self.run_due(self.now())
+        now = self._last_fire = self.now()
+        self.run_due(now)
+        heap = self._heap
+        if heap and self._handle is None:
+            self._arm(max(heap[0][0], now + self.TICK))
 
     def run_due(self, now: float) -> None:
         """Call ``on_timer`` of every object whose deadline is ``now`` or earlier."""
@@ -141,8 +154,6 @@ class TimerQueue:
                 obj.on_timer(now)
             except Exception:  # noqa: BLE001 - one bad timer must not stop the others
                 log.exception("timer of %r failed", obj)
-        if heap and self._handle is None:
-            self._arm(heap[0][0])
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -203,7 +214,7 @@ class ClientBranch:
 
     __slots__ = ("txn", "machine", "branch_id", "data", "target", "sock", "ruri", "status",
                  "final", "response", "cancel_pending", "canceled", "timed_out", "is_cancel",
-                 "_due", "index")
+                 "_due", "index", "ack")
 
     def __init__(self, txn: ServerTransaction | None, machine: Any, branch_id: str, data: bytes,
                  target: Target, sock: Any, ruri: str) -> None:
@@ -223,6 +234,7 @@ class ClientBranch:
         self.is_cancel = False
         self._due: float | None = None
         self.index = 0
+        self.ack: bytes | None = None  # the ACK for a non-2xx final, re-sent on retransmissions
 
     def on_timer(self, now: float) -> None:
         self.txn.tm._client_actions(self, self.machine.fire(now), now)
@@ -281,6 +293,14 @@ class TransactionManager:
             self._new_server(req, key, ServerInvite)
         return False
 
+    def find(self, req: Any) -> ServerTransaction | None:
+        """The server transaction of ``req``; for a CANCEL, the INVITE's it cancels."""
+        try:
+            key = cancel_target_key(req) if req.method == "CANCEL" else server_key(req)
+        except SipParseError:
+            return None
+        return self.server.get(key)
+
     def _new_server(self, req: Any, key: Any, machine_cls: type) -> ServerTransaction:
         machine = machine_cls(self.timers, req.source.proto != "udp")
         txn = ServerTransaction(self, key, machine, req)
@@ -305,7 +325,7 @@ class TransactionManager:
         """Answer through the server transaction (Kamailio ``t_reply``): retransmitted
         for as long as §17.2 says, and retransmissions of the request get it again."""
         req = txn.request
-        if txn.final_sent and not (200 <= status < 300 and txn.method == "INVITE"):
+        if req is None or txn.final_sent and not (200 <= status < 300 and txn.method == "INVITE"):
             log.debug("%r already answered; %d not sent", txn, status)
             return
         try:
@@ -333,7 +353,25 @@ class TransactionManager:
         if status >= 200 and not txn.final_sent:
             txn.final_sent = True
             self._count_reply(status)
+            dialog = txn.dialog
+            if dialog is not None and status >= 300 and self.dialogs is not None:
+                self.dialogs.fail(dialog, status, now)  # the call failed as a whole
         self._server_actions(txn, acts, now)
+        if txn.final_sent and txn.n_pending == 0 and not txn.in_failure:
+            self._release(txn)
+
+    @staticmethod
+    def _release(txn: ServerTransaction) -> None:
+        """Answered and no branch pending: what remains is the machine, the last response
+        and the keys (for retransmissions and ACKs). The request and the branches'
+        responses go now rather than when the timers end (memory, and less for the
+        garbage collector to walk)."""
+        if txn.reply_target is None and txn.source.proto == "udp" and txn.request is not None:
+            return  # nothing was sent upstream yet (cannot happen once answered)
+        txn.request = None
+        txn.groups = None
+        for b in txn.branches:
+            b.response = None
 
     def _count_reply(self, status: int) -> None:
         st = self.stats
@@ -622,7 +660,9 @@ class TransactionManager:
             return  # the 200 for our CANCEL, or a retransmission: absorbed
         txn = b.txn
         b.status = status
-        if txn.dialog is not None and self.dialogs is not None:
+        if txn.dialog is not None and status < 300 and self.dialogs is not None:
+            # A failed branch does not end the dialog; the final failure sent upstream
+            # does (_send_upstream).
             self.dialogs.on_response(txn.dialog, res, now)
         if status < 200 and b.cancel_pending:
             b.cancel_pending = False
@@ -653,6 +693,7 @@ class TransactionManager:
             if not b.final:
                 b.final = status
                 txn.n_pending -= 1
+                b.data = b""  # no retransmission, CANCEL or ACK of ours from here on
             self._forward_upstream(txn, res, status)
             if txn.method == "INVITE":
                 self._cancel_others(txn, b)  # §16.7 step 10
@@ -718,7 +759,7 @@ class TransactionManager:
         if txn.n_pending > 0 or txn.in_failure:
             return
         if txn.final_sent:
-            txn.groups = None
+            self._release(txn)
             return
         if txn.groups and not txn.ended and not txn.canceled:
             # Serial forking: the next q group (§16.6).
@@ -875,11 +916,13 @@ class TransactionManager:
         self._client_actions(c, machine.start(now), now)
 
     def _send_ack(self, b: ClientBranch, res: Any) -> None:
-        """§17.1.1.3: the ACK for a non-2xx final, built by the client transaction."""
-        to = res.header("to")
-        data = _build_for_branch(b.data, "ACK", to)
-        if data is not None:
-            self.core.transport.send(data, b.target, prefer=b.sock)
+        """§17.1.1.3: the ACK for a non-2xx final, built by the client transaction (once;
+        a retransmitted final gets the same ACK again)."""
+        if b.ack is None:
+            b.ack = _build_for_branch(b.data, "ACK", res.header("to"))
+            b.data = b""  # the request is not sent again: only its ACK
+        if b.ack is not None:
+            self.core.transport.send(b.ack, b.target, prefer=b.sock)
 
     # -- dialogs -----------------------------------------------------------------------------
 

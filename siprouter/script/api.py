@@ -295,6 +295,14 @@ class Context:
             return False
         return self._core.local.is_myself(uri_or_host, port)
 
+    def transaction_of(self, req: Request) -> Any:
+        """The server transaction ``req`` belongs to (Kamailio ``t_check_trans``): for a
+        CANCEL, its INVITE's (§9.2); None when there is none."""
+        tm = self._core.tm if self._core else None
+        if tm is None:
+            return None
+        return tm.find(req)
+
     def loose_route(self, req: Request) -> bool:
         """Process the Route header (RFC 3261 §16.4, Kamailio ``loose_route``).
 

@@ -1,35 +1,38 @@
 # SPDX-License-Identifier: Apache-2.0
 """The shipped default routing script: safe on a public address.
 
-Modelled on Kamailio's default configuration (``request_route`` with ``REQINIT``,
-``WITHINDLG`` and the "Not relaying" rule), cut down to what a stateless proxy without
-a registrar can do. The proxy core has already checked the request (the sanity stage:
-mandatory headers, CSeq, Content-Length, Proxy-Require …) before this runs, and it
-refuses by itself to forward to one of its own sockets (482) or to a broadcast or
-multicast address.
+Modelled on Kamailio's default configuration: ``request_route`` with ``REQINIT``,
+CANCEL handling, ``WITHINDLG``, Record-Route for dialog-forming requests and ``RELAY``
+with a failure route (``MANAGE_FAILURE``). The proxy core has already checked the
+request (the sanity stage: mandatory headers, CSeq, Content-Length, Proxy-Require …)
+and the transaction layer has absorbed retransmissions and ACKs for non-2xx responses
+(RFC 3261 §17.2.3) before this runs. The core refuses by itself to forward to one of
+its own sockets (482) or to a broadcast or multicast address.
 
 What it does, in order:
 
 1. ``OPTIONS`` addressed to this server with no user part (``sip:sip.example.com``) is
    answered 200 here (a keep-alive / monitoring ping), even at Max-Forwards 0.
-2. Max-Forwards 0: 483 "Too Many Hops" (ACK: dropped).
-3. In-dialog requests (To tag): routed by their Route set (``loose_route``); without
-   one, an ACK or CANCEL goes the way the initial request went (see 5), other
-   requests get 404 "Not Here".
-4. Initial requests for one of our own domains (configured domains, listen addresses,
+2. ``REQINIT``: Max-Forwards 0: 483 "Too Many Hops" (ACK: dropped).
+3. ``CANCEL``: when its INVITE's transaction is here, ``relay()`` answers it 200 and
+   CANCELs the branches (§16.10); otherwise it goes where its INVITE would have gone
+   (the next hop) or gets 481 when that is us.
+4. ``WITHINDLG`` (To tag): routed by the Route set that Record-Route built
+   (``loose_route``, statefully relayed); an ACK without one is dropped (an ACK for a
+   non-2xx never gets here: the transaction absorbed it); anything else 404 "Not Here".
+5. Preloaded Route headers are removed from initial requests (a Route chosen by the
+   sender must not make us a relay to wherever it likes), and INVITE and SUBSCRIBE are
+   record-routed so the dialog's requests come back through us.
+6. Initial requests for one of our own domains (configured domains, listen addresses,
    host name): 404 "Not Found" — there is no registrar or location service yet.
-5. Initial requests for any other domain: 403 "Not relaying", unless an outbound next
-   hop is configured (``[routing] next_hop``): then they are forwarded there, after
-   removing preloaded Route headers (as Kamailio's default does: a Route chosen by the
-   sender must not make us a relay to wherever it likes).
+7. Initial requests for any other domain: 403 "Not relaying", unless an outbound next
+   hop is configured (``[routing] next_hop``): then they are relayed there statefully,
+   with the failure route below.
 
-Statelessness shapes ACK and CANCEL. There are no transactions to match them to, so
-they are routed by the same rules as the INVITE they belong to (same Request-URI, same
-Route): when the INVITE was forwarded to the next hop, so are its CANCEL and its ACK
-for a non-2xx response (RFC 3261 §16.11 — the next hop's transaction needs both). When
-this server answered the INVITE itself, the ACK is absorbed (dropped) and a CANCEL gets
-481 "Call/Transaction Does Not Exist" (§9.2: no transaction is pending here — the
-INVITE was already answered statelessly). ACK is never answered (§17.1.1.3).
+``MANAGE_FAILURE`` (``manage_failure``): nothing for a CANCELed call; with
+``[routing.params] block_3xx = true`` a redirect becomes 404 "Not Found" (Kamailio's
+WITH_BLOCK3XX); with ``[routing.params] voicemail = "sip:host:port"`` a call that got 486
+Busy or 408 timeout is sent there instead (WITH_VOICEMAIL, serial forking).
 
 Copy this file to start a script of your own (``siprouter run --script route.py``);
 ``tests/script/test_default.py`` shows how to test it with ``siprouter.script.testing``.
@@ -38,10 +41,10 @@ Copy this file to start a script of your own (``siprouter run --script route.py`
 from __future__ import annotations
 
 from siprouter.proxy.sanity import SUPPORTED_OPTION_TAGS, UnsupportedExtension, check_require
-from siprouter.script import Context, Request
+from siprouter.script import Context, Request, Response
 from siprouter.sip.uri import SipUri
 
-__all__ = ["request_route", "ALLOW", "ACCEPT"]
+__all__ = ["request_route", "manage_failure", "ALLOW", "ACCEPT"]
 
 #: Methods this server handles (answers or routes); sent in Allow (RFC 3261 §20.5).
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, MESSAGE, SUBSCRIBE, NOTIFY, REFER"
@@ -60,30 +63,76 @@ def request_route(req: Request, ctx: Context) -> None:
     if method == "OPTIONS" and type(uri) is SipUri and uri.user is None and ctx.is_myself(uri):
         return _options(req)
 
-    # §16.3 step 2: a request that may not be forwarded any further.
+    # REQINIT. §16.3 step 2: a request that may not be forwarded any further.
     if req.max_forwards_exceeded():
         if method == "ACK":
             return req.drop()
         return req.reply(483, "Too Many Hops")
 
-    if req.in_dialog:
-        # §16.4 / §12.2: follow the Route set that Record-Route built.
-        if ctx.loose_route(req):
-            return req.forward()
-        if method == "ACK" or method == "CANCEL":
-            return _follow_the_invite(req, ctx)
-        return req.reply(404, "Not Here")
+    # §16.10: a CANCEL for a transaction of ours is handled by it.
+    if method == "CANCEL":
+        if ctx.transaction_of(req) is not None:
+            return req.relay()
+        return _unmatched_cancel(req, ctx)
 
-    if method == "ACK" or method == "CANCEL":
-        return _follow_the_invite(req, ctx)
+    if req.in_dialog:
+        return _within_dialog(req, ctx)
+
+    if method == "ACK":
+        return req.drop()  # an ACK outside any dialog and transaction: nothing to do
+
+    # A Route chosen by the sender must not make us a relay (Kamailio: remove_hf("Route")).
+    if req.has_header("Route"):
+        req.remove_header("Route")
+    # §16.6 step 4: stay on the path of the dialogs this request may create.
+    if method == "INVITE" or method == "SUBSCRIBE":
+        req.record_route()
 
     if ctx.is_myself(uri):
         # TODO(issue 5): registrar and location service; until then nobody is here.
         return req.reply(404, "Not Found")
 
     if ctx.next_hop:
-        return _to_next_hop(req, ctx.next_hop)
+        req.set_destination(ctx.next_hop)
+        return _relay(req)
     return req.reply(403, "Not relaying")
+
+
+def _within_dialog(req: Request, ctx: Context) -> None:
+    """WITHINDLG: §16.4 / §12.2: follow the Route set that Record-Route built."""
+    if ctx.loose_route(req):
+        if req.method == "NOTIFY":
+            req.record_route()  # RFC 6665 §4.1.3: NOTIFY may update the route set
+        return _relay(req)
+    if req.method == "ACK":
+        return req.drop()  # no Route: an ACK for a 2xx from a UA that did not record-route
+    return req.reply(404, "Not Here")
+
+
+def _relay(req: Request) -> None:
+    """RELAY: stateful, with the failure route for INVITEs."""
+    if req.method == "INVITE":
+        return req.relay(on_failure=manage_failure)
+    return req.relay()
+
+
+def manage_failure(req: Request, res: Response, ctx: Context) -> None:
+    """MANAGE_FAILURE: every branch of an INVITE failed (``res`` is the best response)."""
+    if req.is_canceled:
+        return None  # the caller gave up: the 487 goes back
+    status = res.status
+    if 300 <= status < 400 and ctx.params.get("block_3xx"):
+        return req.reply(404, "Not Found")  # Kamailio WITH_BLOCK3XX
+    voicemail = ctx.params.get("voicemail")
+    if voicemail and status in (486, 408):
+        # Kamailio WITH_VOICEMAIL: serial forking to the voicemail server.
+        user = req.uri.user if type(req.uri) is SipUri else None
+        target = str(voicemail)
+        if user and "@" not in target:
+            target = target.replace("sip:", f"sip:{user}@", 1)
+        req.set_destination(None)
+        return req.relay(target)
+    return None
 
 
 def _options(req: Request) -> None:
@@ -98,17 +147,12 @@ def _options(req: Request) -> None:
     return req.reply(200, "OK", headers=headers)
 
 
-def _follow_the_invite(req: Request, ctx: Context) -> None:
-    """ACK or CANCEL with no Route of its own: go where its INVITE went (forwarded to the
-    next hop), or, when we answered the INVITE here, drop the ACK / answer the CANCEL."""
+def _unmatched_cancel(req: Request, ctx: Context) -> None:
+    """A CANCEL with no transaction here: §16.10 says forward it statelessly — where its
+    INVITE would have gone (the next hop); when that is us, there is nothing to cancel
+    (§9.2: 481)."""
     if ctx.next_hop and not ctx.is_myself(req.uri):
-        return _to_next_hop(req, ctx.next_hop)
-    if req.method == "ACK":
-        return req.drop()
+        if req.has_header("Route"):
+            req.remove_header("Route")
+        return req.forward(ctx.next_hop)
     return req.reply(481, "Call/Transaction Does Not Exist")
-
-
-def _to_next_hop(req: Request, next_hop: str) -> None:
-    if req.has_header("Route"):
-        req.remove_header("Route")  # preloaded Route (Kamailio: remove_hf("Route"))
-    return req.forward(next_hop)
