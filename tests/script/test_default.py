@@ -244,35 +244,81 @@ async def test_ack_for_our_own_404_is_absorbed(outbound):
     assert ack.dropped
 
 
-async def test_ack_for_a_non_2xx_from_the_next_hop_follows_the_invite(outbound):
-    # §16.11: the next hop's INVITE server transaction waits for this ACK.
+async def test_non_2xx_from_the_next_hop_is_acked_here_and_the_callers_ack_absorbed(outbound):
+    # §16.7 / §17.1.1.3: the relay is stateful; the ACK for a non-2xx is hop by hop.
     invite = make_request("INVITE", "sip:bob@elsewhere.example")
     out = await outbound.request(invite)
     assert out.forwarded_to == GATEWAY
-    ack = await outbound.request(make_ack(invite, "gw-tag"))
-    assert ack.forwarded_to == GATEWAY
-    assert ack.forwarded.method == "ACK"
-    # A stateless proxy gives the ACK the branch it gave the INVITE (§16.11).
-    assert ack.forwarded.top_via.branch == out.forwarded.top_via.branch
+    assert out.forwarded.top_via.branch.startswith("z9hG4bKtm")
+    assert out.forwarded.header("record-route") == "<sip:127.0.0.1:5060;lr>"
+    busy = await outbound.response(make_response(out.forwarded, 486, to_tag="gw"),
+                                   source="udp:10.0.0.1:5060")
+    assert [m.method for m, _ in busy.requests] == ["ACK"]
+    assert busy.requests[0][1] == GATEWAY
+    assert [m.status for m, _ in busy.responses] == [486]
+    ack = await outbound.request(make_ack(invite, busy.responses[0][0].to.tag))
+    assert ack.dropped
 
 
-async def test_cancel_follows_the_invite_to_the_next_hop(outbound):
+async def test_cancel_is_answered_here_and_sent_on_once_the_next_hop_rings(outbound):
     invite = make_request("INVITE", "sip:bob@elsewhere.example",
                           headers={"Route": "<sip:127.0.0.1;lr>"})
     out = await outbound.request(invite)
+    assert not out.forwarded.has_header("Route")  # preloaded Route removed
     cancel = await outbound.request(make_cancel(invite))
-    assert cancel.forwarded_to == out.forwarded_to == GATEWAY
-    assert cancel.forwarded.method == "CANCEL"
-    assert not cancel.forwarded.has_header("Route")  # removed as from the INVITE
-    # §16.11: the CANCEL must match the INVITE's transaction at the next hop.
-    assert cancel.forwarded.top_via.branch == out.forwarded.top_via.branch
+    assert cancel.replied == 200 and cancel.requests == []  # §9.1: not before a provisional
+    ringing = await outbound.response(make_response(out.forwarded, 180, to_tag="gw"),
+                                      source="udp:10.0.0.1:5060")
+    assert [(m.method, d) for m, d in ringing.requests] == [("CANCEL", GATEWAY)]
+    sent = ringing.requests[0][0]
+    assert sent.top_via.branch == out.forwarded.top_via.branch  # §9.1: the INVITE's branch
+    terminated = await outbound.response(make_response(out.forwarded, 487, to_tag="gw"),
+                                         source="udp:10.0.0.1:5060")
+    assert [m.status for m, _ in terminated.responses] == [487]
+
+
+async def test_unmatched_cancel_follows_the_invite_to_the_next_hop(outbound):
+    invite = make_request("INVITE", "sip:bob@elsewhere.example")
+    cancel = await outbound.request(make_cancel(invite))
+    assert cancel.forwarded_to == GATEWAY and cancel.forwarded.method == "CANCEL"
+
+
+async def test_failure_route_sends_busy_calls_to_voicemail(script_tester):
+    tester = script_tester(None, domains=["example.com"], listen=LISTEN, hostname="sip.test",
+                           next_hop=NEXT_HOP, params={"voicemail": "sip:10.0.0.9:5060"})
+    out = await tester.request(make_request("INVITE", "sip:bob@elsewhere.example"))
+    busy = await tester.response(make_response(out.forwarded, 486, to_tag="gw"),
+                                 source="udp:10.0.0.1:5060")
+    invites = [(m.ruri, d) for m, d in busy.requests if m.method == "INVITE"]
+    assert invites == [("sip:bob@10.0.0.9:5060", Target("udp", "10.0.0.9", 5060))]
+    assert busy.responses == []
+
+
+async def test_failure_route_blocks_3xx_when_asked(script_tester):
+    tester = script_tester(None, domains=["example.com"], listen=LISTEN, hostname="sip.test",
+                           next_hop=NEXT_HOP, params={"block_3xx": True})
+    out = await tester.request(make_request("INVITE", "sip:bob@elsewhere.example"))
+    moved = await tester.response(make_response(out.forwarded, 302, to_tag="gw",
+                                                headers=[("Contact", "<sip:x@10.9.9.9>")]),
+                                  source="udp:10.0.0.1:5060")
+    assert [(m.status, m.reason) for m, _ in moved.responses] == [(404, "Not Found")]
 
 
 @pytest.mark.parametrize("ruri", ["sip:bob@example.com", "sip:bob@elsewhere.example"])
-async def test_cancel_of_an_invite_we_answered_gets_481(server, ruri):
+async def test_cancel_of_an_invite_we_answered_gets_200_and_changes_nothing(server, ruri):
+    # §9.2: a CANCEL that matches a transaction is answered 200 even when the INVITE
+    # already has its final response; it has no other effect.
     invite = make_request("INVITE", ruri)
-    assert (await server.request(invite)).replied in (403, 404)
+    first = await server.request(invite)
+    assert first.replied in (403, 404)
     out = await server.request(make_cancel(invite))
+    assert out.replied == 200 and out.requests == []
+    again = await server.request(invite)  # the INVITE's transaction still answers as before
+    assert again.replied == first.replied
+
+
+async def test_cancel_without_any_transaction_gets_481(server):
+    out = await server.request(make_cancel(make_request("INVITE", "sip:bob@example.com")))
     assert (out.replied, out.reason) == (481, "Call/Transaction Does Not Exist")
 
 
