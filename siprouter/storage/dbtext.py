@@ -57,6 +57,7 @@ writes the same files.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -104,6 +105,8 @@ log = logging.getLogger("siprouter.storage.dbtext")
 
 #: Caching mode: seconds between the first unsaved change and the write-back.
 DEFAULT_FLUSH_INTERVAL = 1.0
+#: Equality indexes kept per table (the least recently created is dropped beyond this).
+MAX_INDEXES_PER_TABLE = 8
 #: Our temporary files: ``.<table>.<pid>.<random>.tmp`` in the database directory.
 TEMP_SUFFIX = ".tmp"
 _TABLE_FILE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -163,11 +166,16 @@ def _schema_defaults(name: str, kinds: Mapping[str, str]) -> dict[str, Any]:
         if clause is None or not hasattr(clause, "arg"):
             continue
         arg = clause.arg
-        text = getattr(arg, "text", arg)
-        if not isinstance(text, str):
+        if isinstance(arg, str):
+            text = arg                    # a literal value (SQL quotes it)
+        elif isinstance(getattr(arg, "text", None), str):
+            text = arg.text.strip()       # SQL text: NULL, a number or a quoted literal
+            if len(text) >= 2 and text[0] == text[-1] == "'":
+                text = text[1:-1].replace("''", "'")
+            elif kinds.get(col.name) not in ("int", "float"):
+                continue                  # NULL, CURRENT_TIMESTAMP ...: no literal value
+        else:
             continue
-        if len(text) >= 2 and text[0] == text[-1] == "'":
-            text = text[1:-1].replace("''", "'")
         kind = kinds.get(col.name, "str")
         try:
             if kind == "int":
@@ -266,8 +274,8 @@ class _Table:
 
     __slots__ = (
         "name", "path", "columns", "column_names", "kinds", "coercers",
-        "defaults", "auto_name", "auto_value", "rows", "bad_lines", "generation",
-        "saved_generation", "signature", "io_lock", "reloading", "broken",
+        "defaults", "auto_name", "auto_value", "rows", "next_rowid", "indexes", "bad_lines",
+        "generation", "saved_generation", "signature", "io_lock", "reloading", "broken",
     )
 
     def __init__(self, name: str, path: Path) -> None:
@@ -280,7 +288,11 @@ class _Table:
         self.defaults: dict[str, Any] = {}
         self.auto_name: str | None = None
         self.auto_value = 0
-        self.rows: list[dict[str, Any]] = []
+        #: row id -> row, in file order (ids only grow, so id order is file order).
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.next_rowid = 0
+        #: equality indexes, built on first use: columns -> key values -> row ids (sorted)
+        self.indexes: dict[tuple[str, ...], dict[tuple[Any, ...], list[int]]] = {}
         self.bad_lines: list[BadLine] = []
         self.generation = 0          # bumped by each change in memory
         self.saved_generation = 0    # the generation the file holds
@@ -311,13 +323,73 @@ class _Table:
         """Take what was read from the file (replacing rows and unsaved changes)."""
         if parsed.columns != self.columns:
             self.set_columns(parsed.columns)
-        self.rows = parsed.rows
+        self.set_rows(parsed.rows)
         self.bad_lines = parsed.bad_lines
         self.auto_value = parsed.max_auto
         self.generation += 1
         self.saved_generation = self.generation
         self.signature = signature
         self.broken = None
+
+    def set_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows = dict(enumerate(rows))
+        self.next_rowid = len(self.rows)
+        self.indexes.clear()
+
+    def add(self, row: dict[str, Any]) -> None:
+        rowid = self.next_rowid
+        self.next_rowid = rowid + 1
+        self.rows[rowid] = row
+        for columns, index in self.indexes.items():
+            key = tuple([row[c] for c in columns])
+            bucket = index.get(key)
+            if bucket is None:
+                index[key] = [rowid]
+            else:
+                bucket.append(rowid)  # the largest id: the bucket stays sorted
+
+    def replace_row(self, rowid: int, new: dict[str, Any], changed: frozenset[str]) -> None:
+        old = self.rows[rowid]
+        self.rows[rowid] = new
+        for columns, index in self.indexes.items():
+            if changed.isdisjoint(columns):
+                continue
+            old_key = tuple([old[c] for c in columns])
+            new_key = tuple([new[c] for c in columns])
+            if old_key != new_key:
+                self._unindex(index, old_key, rowid)
+                bisect.insort(index.setdefault(new_key, []), rowid)
+
+    def remove(self, rowid: int) -> None:
+        row = self.rows.pop(rowid)
+        for columns, index in self.indexes.items():
+            self._unindex(index, tuple([row[c] for c in columns]), rowid)
+
+    @staticmethod
+    def _unindex(index: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...],
+                 rowid: int) -> None:
+        bucket = index[key]
+        if len(bucket) == 1:
+            del index[key]
+        else:
+            del bucket[bisect.bisect_left(bucket, rowid)]
+
+    def index(self, columns: tuple[str, ...]) -> dict[tuple[Any, ...], list[int]]:
+        """The equality index on ``columns``, built now if there is none."""
+        index = self.indexes.get(columns)
+        if index is None:
+            if len(self.indexes) >= MAX_INDEXES_PER_TABLE:
+                del self.indexes[next(iter(self.indexes))]
+            index = {}
+            for rowid, row in self.rows.items():
+                key = tuple([row[c] for c in columns])
+                bucket = index.get(key)
+                if bucket is None:
+                    index[key] = [rowid]
+                else:
+                    bucket.append(rowid)
+            self.indexes[columns] = index
+        return index
 
     def datetime_columns(self) -> set[str]:
         return {n for n, k in _schema_kinds(self.name).items() if k == "datetime"}
@@ -585,7 +657,7 @@ class DbTextStorage(Storage):
             problem = f"{table.path}:{err.line_no}: expected {err.expected}"
             table.broken = StorageSchemaError(problem, table=table.name)
             table.signature = loaded.signature
-            table.rows = []
+            table.set_rows(())
             table.bad_lines = []
             log.error("db_text: %s; the table is not usable until the file is fixed", problem)
             self.load_problems[table.name] = [problem]
@@ -682,6 +754,22 @@ class DbTextStorage(Storage):
                 raise StorageSchemaError(f"no column {name} in {table.path}", url=self.url,
                                          table=table.name)
 
+    def _find(self, t: _Table, where: Where | None) -> list[int]:
+        """The ids of the rows matching ``where``, in file order. Plain equalities use
+        (and build) an index on their columns; anything else scans the table."""
+        if not where:
+            return list(t.rows)
+        check_where(where)
+        self._check_columns(t, where)
+        for value in where.values():
+            if value is None or type(value) is Cond:
+                match = self._matcher(t, where)
+                assert match is not None
+                return [rowid for rowid, row in t.rows.items() if match(row)]
+        coercers = t.coercers
+        key = tuple([coercers[c](v) for c, v in where.items()])
+        return list(t.index(tuple(where)).get(key, ()))
+
     def _matcher(self, table: _Table,
                  where: Where | None) -> Callable[[dict[str, Any]], bool] | None:
         if not where:
@@ -746,30 +834,18 @@ class DbTextStorage(Storage):
             self._check_columns(t, columns)
         if limit is not None and (type(limit) is not int or limit < 0):
             raise LocalProtocolError(f"storage: limit {limit!r}: expected an int >= 0")
-        match = self._matcher(t, where)
-        rows = t.rows
+        all_rows = t.rows
+        if where:
+            rows = [all_rows[rowid] for rowid in self._find(t, where)]
+        else:
+            rows = list(all_rows.values())
         if order_by:
             keys = [(k[1:], True) if k.startswith("-") else (k, False) for k in order_by]
             self._check_columns(t, (k for k, _ in keys))
-            rows = [r for r in rows if match(r)] if match is not None else list(rows)
             for key, descending in reversed(keys):
                 rows.sort(key=lambda r, k=key: (r[k] is not None, r[k]) if r[k] is not None
                           else (False, 0), reverse=descending)
-            if limit is not None:
-                rows = rows[:limit]
-        elif match is not None:
-            if limit is None:
-                rows = [r for r in rows if match(r)]
-            else:
-                found = []
-                if limit > 0:
-                    for r in rows:
-                        if match(r):
-                            found.append(r)
-                            if len(found) >= limit:
-                                break
-                rows = found
-        elif limit is not None:
+        if limit is not None:
             rows = rows[:limit]
         if columns is None:
             return [r.copy() for r in rows]
@@ -778,10 +854,7 @@ class DbTextStorage(Storage):
     async def count(self, table: str, where: Where | None = None) -> int:
         """How many rows match ``where``."""
         t = await self._table(table)
-        match = self._matcher(t, where)
-        if match is None:
-            return len(t.rows)
-        return sum(1 for r in t.rows if match(r))
+        return len(self._find(t, where)) if where else len(t.rows)
 
     async def table_version(self, table: str) -> int | None:
         """``table_version`` of ``table``'s row in the ``version`` table, or None."""
@@ -840,7 +913,7 @@ class DbTextStorage(Storage):
         async with t.io_lock:
             if not self.caching:
                 t = await self._table_locked(table, t)
-            saved_rows, saved_auto = list(t.rows), t.auto_value
+            saved_rows, saved_next, saved_auto = dict(t.rows), t.next_rowid, t.auto_value
             changed, result = change(t)
             if not changed:
                 return result
@@ -848,7 +921,8 @@ class DbTextStorage(Storage):
             try:
                 await self._write(t)
             except StorageUnavailable:
-                t.rows, t.auto_value = saved_rows, saved_auto
+                t.rows, t.next_rowid, t.auto_value = saved_rows, saved_next, saved_auto
+                t.indexes.clear()
                 t.saved_generation = t.generation = t.generation + 1
                 if not self.caching:
                     t.signature = None  # read the file again before next use
@@ -874,7 +948,7 @@ class DbTextStorage(Storage):
         def change(t: _Table) -> tuple[bool, Any]:
             new = self._prepare_row(t, row)
             auto = self._assign_auto(t, new)
-            t.rows.append(new)
+            t.add(new)
             return True, auto
         return await self._change(table, change)
 
@@ -891,7 +965,8 @@ class DbTextStorage(Storage):
             prepared = [self._prepare_row(t, row) for row in rows]
             for new in prepared:
                 self._assign_auto(t, new)
-            t.rows.extend(prepared)
+            for new in prepared:
+                t.add(new)
             return True, None
         await self._change(table, change)
 
@@ -907,6 +982,16 @@ class DbTextStorage(Storage):
                                    url=self.url, table=t.name)
         return prepared
 
+    @staticmethod
+    def _update_rows(t: _Table, rowids: Sequence[int], prepared: dict[str, Any]) -> None:
+        rows = t.rows
+        changed = frozenset(prepared)
+        for rowid in rowids:
+            t.replace_row(rowid, {**rows[rowid], **prepared}, changed)
+        auto = t.auto_name
+        if auto is not None and auto in prepared and rowids:
+            t.auto_value = max(t.auto_value, *(r[auto] for r in rows.values()))
+
     async def update(self, table: str, values: Mapping[str, Any], where: Where) -> int:
         """Set ``values`` in the rows matching ``where`` (``{}``: every row); return how
         many matched."""
@@ -915,28 +1000,22 @@ class DbTextStorage(Storage):
                 f"storage: update of {table} without where (pass {{}} to update every row)")
         def change(t: _Table) -> tuple[bool, Any]:
             prepared = self._prepare_values(t, values)
-            match = self._matcher(t, where)
-            rows = t.rows
-            matched = 0
-            for i, r in enumerate(rows):
-                if match is None or match(r):
-                    rows[i] = {**r, **prepared}
-                    matched += 1
-            if matched and t.auto_name in prepared:
-                t.auto_value = max(t.auto_value, *(r[t.auto_name] for r in rows))
-            return matched > 0, matched
+            rowids = self._find(t, where)
+            self._update_rows(t, rowids, prepared)
+            return bool(rowids), len(rowids)
         return await self._change(table, change)
 
     async def delete(self, table: str, where: Where | None = None) -> int:
         """Delete the rows matching ``where`` (all when None); return how many."""
         def change(t: _Table) -> tuple[bool, Any]:
-            match = self._matcher(t, where)
-            before = len(t.rows)
-            if match is None:
-                t.rows = []
+            if not where:
+                removed = len(t.rows)
+                t.set_rows(())
             else:
-                t.rows = [r for r in t.rows if not match(r)]
-            removed = before - len(t.rows)
+                rowids = self._find(t, where)
+                for rowid in rowids:
+                    t.remove(rowid)
+                removed = len(rowids)
             return removed > 0, removed
         return await self._change(table, change)
 
@@ -949,22 +1028,14 @@ class DbTextStorage(Storage):
                 raise LocalProtocolError(f"storage: replace key {key!r} is not in the row")
 
         def change(t: _Table) -> tuple[bool, Any]:
-            match = self._matcher(t, {k: row[k] for k in keys})
-            assert match is not None
             prepared = self._prepare_values(t, row)
-            rows = t.rows
-            matched = False
-            for i, r in enumerate(rows):
-                if match(r):
-                    rows[i] = {**r, **prepared}
-                    matched = True
-            if matched:
-                if t.auto_name in prepared:
-                    t.auto_value = max(t.auto_value, *(r[t.auto_name] for r in rows))
+            rowids = self._find(t, {k: row[k] for k in keys})
+            if rowids:
+                self._update_rows(t, rowids, prepared)
             else:
                 new = self._prepare_row(t, row)
                 self._assign_auto(t, new)
-                rows.append(new)
+                t.add(new)
             return True, None
         await self._change(table, change)
 
@@ -973,7 +1044,7 @@ class DbTextStorage(Storage):
     async def _write(self, t: _Table) -> None:
         """Write ``t`` to its file (caller holds ``t.io_lock``)."""
         generation = t.generation
-        rows = list(t.rows)
+        rows = list(t.rows.values())
         bad_lines = list(t.bad_lines)
         try:
             signature = await asyncio.to_thread(_write_table, t.path, t.columns, rows,

@@ -8,11 +8,14 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from siprouter.sip.errors import LocalProtocolError
 from siprouter.storage import Cond, StorageError, StorageSchemaError, open_storage, schema
@@ -546,3 +549,61 @@ class TestCrashSafety:
         assert "cannot write" in logged[0] and "works again" in logged[1]
         assert (directory / "people").read_text() == (
             PEOPLE_HEADER + "1:old:1.00:::\n2:y:1.00:::\n")
+
+
+# ----------------------------------------------------------------------------- indexes
+
+_NAMES = st.sampled_from(["a", "b", "c", None])
+_QS = st.sampled_from([0.5, 1.0])
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("insert"), _NAMES, _QS),
+    st.tuples(st.just("update_q"), _NAMES, _QS),
+    st.tuples(st.just("update_note"), _QS, _NAMES),
+    st.tuples(st.just("delete"), _NAMES, _QS),
+    st.tuples(st.just("select"), _NAMES, _QS),
+), max_size=40)
+
+
+class TestIndexes:
+    """Equality lookups use indexes kept up to date by every change; a plain scan over a
+    list of dicts is the model they must agree with, in file order."""
+
+    @settings(max_examples=60, deadline=None)
+    @given(_OPS)
+    def test_lookups_agree_with_a_scan(self, ops):
+        asyncio.run(self._run(ops))
+
+    async def _run(self, ops):
+        with tempfile.TemporaryDirectory() as directory:
+            write(Path(directory) / "t", "id(int,auto) note(str,null) q(double)\n")
+            db = DbTextStorage(f"text://{directory}", flush_interval=None)
+            await db.open()
+            model: list[dict] = []
+            next_id = 0
+            for op, x, y in ops:
+                if op == "insert":
+                    next_id += 1
+                    model.append({"id": next_id, "note": x, "q": y})
+                    assert await db.insert("t", {"note": x, "q": y}) == next_id
+                elif op == "update_q":     # where note = x (None: is null): set q
+                    hit = [r for r in model if r["note"] == x]
+                    for r in hit:
+                        r["q"] = y
+                    assert await db.update("t", {"q": y}, {"note": x}) == len(hit)
+                elif op == "update_note":  # where q = x: set note (moves rows between buckets)
+                    hit = [r for r in model if r["q"] == x]
+                    for r in hit:
+                        r["note"] = y
+                    assert await db.update("t", {"note": y}, {"q": x}) == len(hit)
+                elif op == "delete":
+                    kept = [r for r in model if not (r["note"] == x and r["q"] == y)]
+                    assert await db.delete("t", {"note": x, "q": y}) == len(model) - len(kept)
+                    model = kept
+                else:
+                    assert await db.select("t", where={"note": x}) == [
+                        r for r in model if r["note"] == x]
+                    assert await db.select("t", where={"q": y, "note": x}) == [
+                        r for r in model if r["q"] == y and r["note"] == x]
+                    assert await db.count("t", {"q": y}) == sum(r["q"] == y for r in model)
+            assert await db.select("t") == model
+            await db.close()
