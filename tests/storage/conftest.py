@@ -116,6 +116,7 @@ class BackendCase:
     name: str
     tmp_path: Path
     url: str = ""
+    shared: bool = False  # one database for the session: the storage fixture empties it
 
     def new_storage(self) -> Storage:
         """A new, unopened storage on this test's database."""
@@ -173,8 +174,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path,
             await _create_schema(url)
             _templates.pg_url = url
         case.url = _templates.pg_url
-        async with open_storage(case.url) as db:
-            await reset_tables(db)
+        case.shared = True
     elif name == "mysql":
         server = request.getfixturevalue("mariadb_server")
         if _templates.mysql_url is None:
@@ -182,8 +182,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path,
             await _create_schema(url)
             _templates.mysql_url = url
         case.url = _templates.mysql_url
-        async with open_storage(case.url) as db:
-            await reset_tables(db)
+        case.shared = True
     else:
         raise AssertionError(f"no setup for contract backend {name!r}")
     yield case
@@ -194,6 +193,8 @@ async def storage(backend: BackendCase) -> AsyncIterator[Storage]:
     """An opened storage on ``backend``'s fresh database; closed after the test."""
     db = backend.new_storage()
     await db.open()
+    if backend.shared:
+        await reset_tables(db)
     try:
         yield db
     finally:
