@@ -23,6 +23,7 @@ Nothing here waits; every send is fire-and-forget on the transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -151,6 +152,12 @@ class ProxyCore:
                 except StopIteration:
                     pass
                 else:
+                    if self.tm is not None and type(msg) is self._request_cls \
+                            and msg.method == "INVITE" and msg.phase == "request_route":
+                        # The script waits for something: the INVITE's transaction starts
+                        # now (retransmissions absorbed, 100 Trying after 200 ms).
+                        with contextlib.suppress(SipParseError):
+                            self.tm.begin(msg)
                     fut = asyncio.ensure_future(self._resume(result, yielded, msg, then, failed))
                     self._pending.add(fut)
                     fut.add_done_callback(self._pending.discard)
@@ -314,6 +321,16 @@ class ProxyCore:
         if req.method == "ACK":
             return
         txn = req.transaction
+        if txn is None and req.method == "INVITE" and self.tm is not None:
+            # §17.2.1: an INVITE is answered through a server transaction, so a non-2xx
+            # is retransmitted until its ACK comes and that ACK is absorbed.
+            try:
+                txn = self.tm.begin(req)
+            except SipParseError:
+                txn = False  # no readable Via: answered statelessly below
+            if txn is None:
+                return  # a retransmission raced an async script: already answered
+            txn = txn or None
         if txn is not None and self.tm is not None:
             # The request has a server transaction: the reply goes through it (Kamailio's
             # send_reply: stateful when a transaction exists).

@@ -9,9 +9,11 @@ It matches the request to a server transaction (§17.2.3):
 
 * a retransmission is absorbed here: the transaction re-sends its last response;
 * an ACK for a non-2xx final response is absorbed here (it is hop by hop, §17.2.1);
-* a new INVITE gets its server transaction at once, so that its retransmissions are
-  absorbed while the script runs and a 100 Trying goes out if the script has not
-  answered within 200 ms (§17.2.1); everything else reaches the script without state.
+* anything else reaches the script without state. A server transaction is created
+  (``begin``) when the script relays the request, answers an INVITE, or awaits
+  something while handling an INVITE: from then on retransmissions are absorbed and a
+  100 Trying goes out if nothing was answered within 200 ms (§17.2.1). A request the
+  script forwards statelessly (``forward``) never costs a transaction.
 
 When the script calls ``req.relay(...)`` (``Relay`` outcome), ``relay`` creates the
 response context: one server transaction and one client transaction per branch
@@ -283,15 +285,30 @@ class TransactionManager:
                 return True
             return False  # an ACK for a 2xx is end to end: routed by the script
         if txn is not None:
-            if method == "CANCEL":
-                return False  # a CANCEL key never equals an INVITE's (method is in it)
             now = self.queue.now()
             self.stats.retransmissions += 1
             self._server_actions(txn, txn.machine.receive_request(now), now)
             return True
-        if method == "INVITE":
-            self._new_server(req, key, ServerInvite)
         return False
+
+    def begin(self, req: Any) -> ServerTransaction | None:
+        """The server transaction of ``req``, created now if it has none: when the script
+        relays or answers an INVITE, or goes on waiting (an ``await``) while handling one
+        — from then on retransmissions are absorbed and a 100 Trying goes out after 200 ms
+        (§17.2.1). A request forwarded statelessly never gets one.
+
+        Returns None when the transaction exists already (a retransmission raced an
+        async script). Raises SipParseError when the top Via cannot be read."""
+        txn = req.transaction
+        if txn is not None:
+            return txn
+        if req.method == "ACK" or req.method == "CANCEL":
+            return None
+        key = server_key(req)
+        if key in self.server:
+            return None  # a retransmission that raced an async script: already handled
+        return self._new_server(req, key, ServerInvite if req.method == "INVITE"
+                                else ServerNonInvite)
 
     def find(self, req: Any) -> ServerTransaction | None:
         """The server transaction of ``req``; for a CANCEL, the INVITE's it cancels."""
@@ -446,16 +463,13 @@ class TransactionManager:
         if method == "CANCEL":
             self.relay_cancel(req)
             return
-        txn = req.transaction
+        try:
+            txn = self.begin(req)
+        except SipParseError:
+            core._send_reply(req, 400, "Bad Via")
+            return
         if txn is None:
-            try:
-                key = server_key(req)
-            except SipParseError:
-                core._send_reply(req, 400, "Bad Via")
-                return
-            if key in self.server:
-                return  # a retransmission that raced an async script: already relayed
-            txn = self._new_server(req, key, ServerNonInvite)
+            return  # a retransmission that raced an async script: already relayed
         # §16.3 step 2: a request that may not go further.
         mf = req.max_forwards
         if mf is not None and mf <= 0:

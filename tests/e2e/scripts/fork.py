@@ -15,13 +15,15 @@ def request_route(req: Request, ctx: Context) -> None:
         if req.method == "ACK":
             return req.drop()
         return req.reply(483, "Too Many Hops")
+    # A CANCEL goes to its INVITE's transaction (§16.10), whatever its To says (as in
+    # Kamailio's default configuration, before the in-dialog handling).
+    if req.method == "CANCEL":
+        return req.relay()
     if req.in_dialog:
         if ctx.loose_route(req):
             return req.relay()
         if req.method == "ACK":
             return req.drop()
         return req.reply(404, "Not Here")
-    if req.method == "CANCEL":
-        return req.relay()
     req.record_route()
     return req.relay(ctx.params["uas1"], ctx.params["uas2"])
