@@ -175,25 +175,28 @@ class ParsedTable:
 # ----------------------------------------------------------------------------- escapes
 
 _UNESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", "0": "\x00"}
-_escape_tables: dict[str, tuple[re.Pattern[str], dict[int, str]]] = {}
+_needs_escape: dict[str, Callable[[str], re.Match[str] | None]] = {}
 
 
-def _escape_table(delimiter: str) -> tuple[re.Pattern[str], dict[int, str]]:
-    cached = _escape_tables.get(delimiter)
-    if cached is None:
-        table = {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\\"): "\\\\",
-                 0: "\\0", ord(delimiter): "\\" + delimiter}
-        pattern = re.compile("[" + re.escape("\n\r\t\\\x00" + delimiter) + "]")
-        cached = _escape_tables[delimiter] = (pattern, table)
-    return cached
+def _needs_escape_for(delimiter: str) -> Callable[[str], re.Match[str] | None]:
+    search = _needs_escape.get(delimiter)
+    if search is None:
+        search = re.compile("[" + re.escape("\n\r\t\\\x00" + delimiter) + "]").search
+        _needs_escape[delimiter] = search
+    return search
+
+
+def _escape_all(text: str, delimiter: str) -> str:
+    # Backslash first: the later replacements add backslashes that must stay single.
+    return (text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+            .replace("\t", "\\t").replace("\x00", "\\0").replace(delimiter, "\\" + delimiter))
 
 
 def escape(text: str, delimiter: str = DEFAULT_DELIMITER) -> str:
     """Escape a string field: ``\\n \\r \\t \\\\ \\0`` and the delimiter (``\\:``)."""
-    pattern, table = _escape_table(delimiter)
-    if pattern.search(text) is None:
+    if _needs_escape_for(delimiter)(text) is None:
         return text
-    return text.translate(table)
+    return _escape_all(text, delimiter)
 
 
 def unescape(field: str, delimiter: str = DEFAULT_DELIMITER) -> str:
@@ -500,12 +503,16 @@ def _encoder(column: Column, delimiter: str) -> Callable[[Any], str]:
         def encode(value: Any) -> str:
             return "" if value is None else format_double(float(value))
     elif ctype.is_text:
+        needs_escape = _needs_escape_for(delimiter)
+
         def encode(value: Any) -> str:
             if value is None:
                 return ""
-            if isinstance(value, (bytes, bytearray, memoryview)):
+            if value.__class__ is not str:
                 value = bytes(value).decode(ENCODING, ENCODING_ERRORS)
-            return escape(value, delimiter)
+            if needs_escape(value) is None:
+                return value
+            return _escape_all(value, delimiter)
     else:
         raise AssertionError(ctype)
     return encode
