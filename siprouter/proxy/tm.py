@@ -510,8 +510,10 @@ class TransactionManager:
             self._maybe_complete(txn)
             return
         on_branch = txn.relay.on_branch if txn.relay is not None else None
+        # All count as pending before the first goes: one that fails at once must not
+        # complete the response context while the others are still to be sent.
+        txn.n_pending += len(targets)
         for target in targets:
-            txn.n_pending += 1
             if on_branch is None:
                 self._send_branch(txn, target, None)
             else:
@@ -593,7 +595,21 @@ class TransactionManager:
         self.stats.client_created += 1
         core.stats.fwd_requests += 1
         now = self.queue.now()
-        self._client_actions(branch, machine.start(now), now)
+        acts = machine.start(now)
+        if acts & SEND:
+            # The first send can fail (TCP connect refused, unresolvable host): §8.1.3.1.
+            core.transport.send(data, dest, prefer=sock,
+                                on_error=lambda exc: self._transport_error(branch, exc))
+        self._client_actions(branch, acts & ~SEND, now)
+
+    def _transport_error(self, b: ClientBranch, exc: BaseException) -> None:
+        """RFC 3261 §8.1.3.1 / §16.7 step 2: the branch could not be sent: it counts as a
+        503 (which the best-response rule turns into 500 if nothing better comes)."""
+        if b.final or b.machine.state == "terminated":
+            return
+        log.info("branch %s to %s failed: %s", b.branch_id, b.target, exc)
+        now = self.queue.now()
+        self._client_actions(b, b.machine.transport_error(now), now)
 
     def _branch_failed(self, txn: ServerTransaction, branch: ClientBranch | None,
                        status: int) -> None:

@@ -82,13 +82,22 @@ class RecordingTransport:
 
     ``sent`` holds ``(data, destination)`` in order; the destination is a ``Target``
     (``send``) or the ``Source`` a reply went back to (``send_to_source``).
+    ``unreachable``: hosts to which a send fails (the sender's ``on_error`` is called).
     """
 
     def __init__(self, sockets: Iterable[ListenSocket]) -> None:
         self.sockets: list[ListenSocket] = list(sockets)
         self.sent: list[tuple[bytes, Target | Source]] = []
+        self.unreachable: set[str] = set()
 
-    def send(self, data: bytes, target: Target, *, prefer: ListenSocket | None = None) -> None:
+    def send(self, data: bytes, target: Target, *, prefer: ListenSocket | None = None,
+             on_error: Any = None) -> None:
+        if target.host in self.unreachable:
+            # A host the test declared unreachable: the send fails (e.g. TCP connect
+            # refused), which the stateful proxy turns into a 503 (RFC 3261 §8.1.3.1).
+            if on_error is not None:
+                on_error(ConnectionRefusedError(f"{target.host} is unreachable (test)"))
+            return
         self.sent.append((bytes(data), target))
 
     def send_to_source(self, data: bytes, source: Source) -> None:

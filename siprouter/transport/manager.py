@@ -390,6 +390,8 @@ class TransportManager:
         self._conns_by_addr: dict[tuple[str, int], _TcpConnection] = {}
         self._per_source: dict[str, int] = {}
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
+        # Who to tell when a queued message cannot be sent (``send(on_error=…)``).
+        self._connect_errbacks: dict[tuple[str, int], list[Callable[[BaseException], None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._literal_cache: dict[str, tuple[int, str] | None] = {}
@@ -445,6 +447,7 @@ class TransportManager:
             if conn.transport is not None:
                 conn.transport.abort()
         self._connecting.clear()
+        self._connect_errbacks.clear()
         waits: list[object] = [*tasks]
         if self._sweeper is not None:
             waits.append(self._sweeper)
@@ -517,8 +520,14 @@ class TransportManager:
 
     # --- sending --------------------------------------------------------------------
 
-    def send(self, data: bytes, target: Target, *, prefer: ListenSocket | None = None) -> None:
+    def send(self, data: bytes, target: Target, *, prefer: ListenSocket | None = None,
+             on_error: Callable[[BaseException], None] | None = None) -> None:
         """Send one message. Fire and forget: never raises for network errors.
+
+        ``on_error(exc)`` is called (at once or later) when the message is known not to
+        have left: no socket for the transport, a host name that does not resolve, a
+        TCP connection that cannot be opened (RFC 3261 §8.1.3.1: the transaction layer
+        turns that into a 503 for the branch).
 
         UDP: ``sendto`` from ``prefer`` when it is a UDP socket of the target's address
         family, else from the first UDP socket of that family.
@@ -529,6 +538,8 @@ class TransportManager:
         """
         if self._closed:
             self.stats["tx_errors"] += 1
+            if on_error is not None:
+                on_error(ConnectionError("transport closed"))
             return
         proto = target.proto
         if proto == "tcp" and target.conn_id is not None:
@@ -538,16 +549,19 @@ class TransportManager:
                 return
         info = self._literal(target.host)
         if info is None:
-            self._spawn(self._send_to_name(data, target, prefer))
+            self._spawn(self._send_to_name(data, target, prefer, on_error))
             return
         family, ip = info
         if proto == "udp":
-            self._send_udp(data, ip, target.port, family, prefer)
+            if not self._send_udp(data, ip, target.port, family, prefer) and on_error is not None:
+                on_error(OSError(f"no udp socket for {ip}"))
         elif proto == "tcp":
-            self._send_tcp(data, ip, target.port, family)
+            self._send_tcp(data, ip, target.port, family, on_error)
         else:
             self.stats["tx_no_socket"] += 1
             log.debug("cannot send over %r: not a transport we serve", proto)
+            if on_error is not None:
+                on_error(OSError(f"transport {proto} is not served"))
 
     def send_to_source(self, data: bytes, source: Source) -> None:
         """Send back the way ``source`` came: from the same UDP socket, or on the same TCP
@@ -573,7 +587,7 @@ class TransportManager:
         self.send(data, Target(source.proto, source.ip, source.port))
 
     def _send_udp(self, data: bytes, ip: str, port: int, family: int,
-                  prefer: ListenSocket | None) -> None:
+                  prefer: ListenSocket | None) -> bool:
         ep = None
         if prefer is not None and prefer.proto == "udp" and prefer.family == family:
             ep = self._udp_by_local.get(prefer)
@@ -582,10 +596,12 @@ class TransportManager:
             if ep is None:
                 self.stats["tx_no_socket"] += 1
                 log.debug("no udp socket for the address family of %s", ip)
-                return
+                return False
         ep.sendto(data, (ip, port))
+        return True
 
-    def _send_tcp(self, data: bytes, ip: str, port: int, family: int) -> None:
+    def _send_tcp(self, data: bytes, ip: str, port: int, family: int,
+                  on_error: Callable[[BaseException], None] | None = None) -> None:
         key = (ip, port)
         conn = self._conns_by_addr.get(key)
         if conn is not None and not conn.closing:
@@ -595,14 +611,21 @@ class TransportManager:
         if queued is not None:
             if len(queued) >= TCP_CONNECT_QUEUE_MAX:
                 self.stats["tx_dropped"] += 1
+                if on_error is not None:
+                    on_error(OSError(f"too many messages waiting for {ip}:{port}"))
             else:
                 queued.append(data)
+                if on_error is not None:
+                    self._connect_errbacks.setdefault(key, []).append(on_error)
             return
         self._connecting[key] = [data]
+        if on_error is not None:
+            self._connect_errbacks[key] = [on_error]
         self._spawn(self._connect(ip, port, family))
 
     async def _send_to_name(self, data: bytes, target: Target,
-                            prefer: ListenSocket | None) -> None:
+                            prefer: ListenSocket | None,
+                            on_error: Callable[[BaseException], None] | None = None) -> None:
         try:
             addrs = await self.resolver.resolve(target.host, target.proto)
         except Exception:
@@ -614,10 +637,13 @@ class TransportManager:
             family = socket.AF_INET6 if ":" in ip else socket.AF_INET
             if target.proto == "udp" and family not in self._udp_by_family:
                 continue
-            self.send(data, Target(target.proto, ip, target.port), prefer=prefer)
+            self.send(data, Target(target.proto, ip, target.port), prefer=prefer,
+                      on_error=on_error)
             return
         self.stats["tx_unresolved"] += 1
         log.debug("no usable address for %s (%s)", target.host, addrs or "none")
+        if on_error is not None:
+            on_error(OSError(f"{target.host} does not resolve to a usable address"))
 
     async def _connect(self, ip: str, port: int, family: int) -> None:
         key = (ip, port)
@@ -643,6 +669,7 @@ class TransportManager:
             sock.close()
             raise
         self.stats["tcp_connected"] += 1
+        self._connect_errbacks.pop(key, None)
         queued = self._connecting.pop(key, [])
         if conn.closing:
             self.stats["tx_errors"] += len(queued)
@@ -655,6 +682,11 @@ class TransportManager:
         self.stats["tcp_connect_failed"] += 1
         self.stats["tx_errors"] += len(queued)
         log.debug("tcp connect to %s:%s failed: %s", key[0], key[1], exc or "timeout")
+        for errback in self._connect_errbacks.pop(key, ()):
+            try:
+                errback(exc)
+            except Exception:  # noqa: BLE001 - a caller's bug must not stop the others
+                log.exception("send error callback failed")
 
     def _local_for_outgoing(self, family: int) -> ListenSocket:
         """The listen socket that stands for a connection we open: the TCP one of the

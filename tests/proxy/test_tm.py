@@ -480,3 +480,20 @@ def request_route(req, ctx):
 def test_response_class_types() -> None:
     # The kit's parsed messages are plain sip Requests/Responses.
     assert issubclass(Response, object) and issubclass(Request, object)
+
+
+async def test_transport_error_on_a_branch_counts_as_503_and_the_caller_gets_500() -> None:
+    t = make_tester(targets=[B1])
+    t.transport.unreachable.add("192.0.2.30")
+    _, out = await invite(t)
+    assert statuses(out) == [500]  # §16.7 step 6: a lone 503 is not forwarded
+    assert t.tm.stats.transport_errors == 1
+
+
+async def test_transport_error_on_one_fork_branch_lets_the_other_win() -> None:
+    t = make_tester()
+    t.transport.unreachable.add("192.0.2.30")
+    _, out = await invite(t)
+    b2 = branch_to(out, B2)
+    out = await t.response(make_response(b2, 486, to_tag="b"))
+    assert statuses(out) == [486]
