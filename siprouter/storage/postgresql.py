@@ -21,6 +21,7 @@ URL: ``postgresql://USER:PASS@HOST[:PORT]/DB``. Options: ``pool_size``, ``connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import struct
@@ -111,6 +112,18 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
 }
 
 
+# A connection that raised one of these is not used again: its protocol state is unknown
+# (seen when the server shuts down in the middle of a statement: asyncpg's
+# InternalClientError "cannot switch to state ..., another operation is in progress").
+# (Connections lost for other reasons are closed already; the pool drops them.)
+_BROKEN = asyncpg.exceptions.InternalClientError
+
+
+def _discard(con: Any) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):  # already released by the pool
+        con.terminate()
+
+
 def _rows_affected(status: str) -> int:
     """asyncpg's command status ("UPDATE 3", "INSERT 0 1", "CREATE TABLE") -> rows."""
     last = status.rpartition(" ")[2]
@@ -188,30 +201,55 @@ class PostgresStorage(SqlStorage):
         return self._pool
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
-        return await self._p().fetch(sql, *args)
+        async with self._p().acquire() as con:
+            try:
+                return await con.fetch(sql, *args)
+            except _BROKEN:
+                _discard(con)
+                raise
 
     async def _execute(self, sql: str, args: Sequence[Any]) -> int:
-        return _rows_affected(await self._p().execute(sql, *args))
+        async with self._p().acquire() as con:
+            try:
+                return _rows_affected(await con.execute(sql, *args))
+            except _BROKEN:
+                _discard(con)
+                raise
 
     async def _insert_returning_id(self, sql: str, args: Sequence[Any], auto_id: bool) -> int | None:
-        if auto_id:
-            return await self._p().fetchval(sql, *args)
-        await self._p().execute(sql, *args)
-        return None
+        async with self._p().acquire() as con:
+            try:
+                if auto_id:
+                    return await con.fetchval(sql, *args)
+                await con.execute(sql, *args)
+                return None
+            except _BROKEN:
+                _discard(con)
+                raise
 
     async def _execute_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
-        async with self._p().acquire() as con, con.transaction():
-            await con.executemany(sql, rows)
+        async with self._p().acquire() as con:
+            try:
+                async with con.transaction():
+                    await con.executemany(sql, rows)
+            except _BROKEN:
+                _discard(con)
+                raise
 
     async def _replace_rows(self, r: ReplaceCall) -> None:
         digest = hashlib.blake2b(repr((r.info.name, r.keys, r.key_values)).encode(),
                                  digest_size=8).digest()
         lock_key = int.from_bytes(digest, "big", signed=True)
-        async with self._p().acquire() as con, con.transaction():
-            await con.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
-            if _rows_affected(await con.execute(r.update, *r.update_args)):
-                return
-            await con.execute(r.insert, *r.insert_args)
+        async with self._p().acquire() as con:
+            try:
+                async with con.transaction():
+                    await con.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+                    if _rows_affected(await con.execute(r.update, *r.update_args)):
+                        return
+                    await con.execute(r.insert, *r.insert_args)
+            except _BROKEN:
+                _discard(con)
+                raise
 
     async def _reflect(self) -> dict[str, TableInfo]:
         rows = await self._p().fetch(
@@ -239,6 +277,8 @@ class PostgresStorage(SqlStorage):
             if state in ("42P01", "42703") or state[:2] == "42":
                 return StorageSchemaError
             return StorageError
+        if isinstance(exc, asyncpg.exceptions.InternalClientError):
+            return StorageUnavailable  # a connection in an unknown state (terminated)
         if isinstance(exc, asyncpg.InterfaceError):
             if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError) or \
                     "closed" in str(exc) or "closing" in str(exc):
