@@ -18,6 +18,12 @@ as_root() {
 pkgs=""
 command -v sipp >/dev/null 2>&1 || pkgs="$pkgs sip-tester"
 command -v sipsak >/dev/null 2>&1 || pkgs="$pkgs sipsak"
+# Storage tests: real PostgreSQL and MariaDB servers, and Kamailio's schema files.
+[ -n "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ] || pkgs="$pkgs postgresql"
+command -v mariadb-install-db >/dev/null 2>&1 || pkgs="$pkgs mariadb-server"
+[ -d /usr/share/kamailio/db_sqlite ] || pkgs="$pkgs kamailio-sqlite-modules"
+[ -d /usr/share/kamailio/postgres ] || pkgs="$pkgs kamailio-postgres-modules"
+[ -d /usr/share/kamailio/mysql ] || pkgs="$pkgs kamailio-mysql-modules"
 
 py=python3
 if [ -z "${VIRTUAL_ENV:-}" ] && ! python3 -c '
