@@ -100,7 +100,7 @@ def _callee(tmp_path: Path, scenario: str, transport: str, calls: int, label: st
 
 
 def _call(tmp_path: Path, server: SiprouterProcess, scenario: str, transport: str, calls: int,
-          rate: int = 10, extra: tuple[str, ...] = ()) -> SippResult:
+          rate: int = 20, extra: tuple[str, ...] = ()) -> SippResult:
     return run_sipp_scenario(tmp_path, HOST, server.hostport, SCENARIOS / scenario,
                              calls=calls, rate=rate, transport=transport,
                              timeout=UAC_TIMEOUT, label="uac", extra=extra)
@@ -216,7 +216,7 @@ def test_call_with_record_route(siprouter: SiprouterFactory, tmp_path: Path,
     try:
         server = siprouter.start(E2E_SCRIPTS / "record_route.py",
                                  params={"next_hop": uas.uri})
-        uac = _call(tmp_path, server, "uac_call.xml", transport, calls, rate=50)
+        uac = _call(tmp_path, server, "uac_call.xml", transport, calls, rate=100)
         (uas_result,) = _finish(tmp_path, [uas], uac)
     finally:
         stop_process(uas.proc)
@@ -368,16 +368,14 @@ def test_cancel_before_answer(siprouter: SiprouterFactory, tmp_path: Path,
     _assert_server_clean(server)
 
 
-@pytest.mark.xfail(strict=True, reason=TIMER_QUEUE_BUG + "; here the 5th INVITE's 100 "
-                   "Trying (due after 200 ms) is still missing when the 180 comes at 800 ms")
 def test_cancel_before_any_provisional_waits_for_one(siprouter: SiprouterFactory,
                                                      tmp_path: Path) -> None:
     """The caller CANCELs after the proxy's 100 Trying, while the callee has sent nothing
-    (it rings only after 800 ms): the proxy answers the CANCEL at once but sends its own
+    (it rings only after 1.5 s): the proxy answers the CANCEL at once but sends its own
     CANCEL downstream only after the callee's 180 (§9.1: "the CANCEL request MUST NOT be
     sent" before a provisional response; §16.10)."""
     calls = 5
-    uas = _callee(tmp_path, "uas_ring_cancel.xml", "u1", calls, "uas", ("-d", "800"))
+    uas = _callee(tmp_path, "uas_ring_cancel.xml", "u1", calls, "uas", ("-d", "1500"))
     try:
         server = siprouter.start(E2E_SCRIPTS / "record_route.py",
                                  params={"next_hop": uas.uri})
@@ -481,19 +479,14 @@ def test_parallel_fork_both_answer_and_the_caller_gets_both_200s(
     _assert_server_clean(server)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "siprouter/proxy/tm.py _start_branches: a branch that fails before it is sent (here "
-    "403, a broadcast destination; also 482 to ourselves, 503 no socket, a bad URI) "
-    "calls _maybe_complete while n_pending counts only the branches started so far, so "
-    "with the first target refused the transaction completes at once: the caller gets "
-    "403 and the second target is never sent (with serial=True the next q group starts "
-    "before the rest of this one)"))
 def test_parallel_fork_with_a_refused_first_target_rings_the_other(
     siprouter: SiprouterFactory, tmp_path: Path,
 ) -> None:
     """The first branch cannot be sent (a broadcast address is never sent to): it counts
     as a 403 final response of its own, and the fork goes on with the second (§16.7:
-    the best response is chosen when *every* branch has a final response)."""
+    the best response is chosen when *every* branch has a final response).
+    Regression: the 403 used to complete the transaction before the second branch was
+    started (``_start_branches`` counted pending branches one by one)."""
     calls = 3
     uas = _callee(tmp_path, "uas_answer.xml", "u1", calls, "uas2")
     try:
@@ -589,8 +582,8 @@ def test_redirect_answers_302_with_the_contacts(siprouter: SiprouterFactory, tmp
     ("caller_scenario", "callee_delay_ms"),
     [
         # Every provisional response is lost at the caller: it retransmits its INVITE at
-        # 0.5 s and 1.5 s, while the callee (having sent 180) waits 1.7 s to answer.
-        pytest.param("uac_invite_retransmitted.xml", 1700, id="before-the-answer"),
+        # 0.5 s, while the callee (having sent 180) waits 0.9 s to answer.
+        pytest.param("uac_invite_retransmitted.xml", 900, id="before-the-answer"),
         # A copy of the INVITE arrives after the 200 and the ACK (RFC 6026 "Accepted").
         pytest.param("uac_invite_copy_after_2xx.xml", 0, id="after-the-2xx"),
     ],
