@@ -596,6 +596,8 @@ class DbTextStorage(Storage):
         """
         if self._open:
             return
+        self._tables = {}
+        self.load_problems = {}
         try:
             await asyncio.to_thread(self._prepare_directory)
             names = await asyncio.to_thread(_list_table_files, self.directory)
@@ -690,7 +692,7 @@ class DbTextStorage(Storage):
     async def _fresh(self, name: str) -> _Table | None:
         """Non-caching mode: the table, read again if its file changed (None if gone)."""
         table = self._tables.get(name)
-        path = self.directory / name
+        path = table.path if table is not None else self.directory / name
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -1042,20 +1044,38 @@ class DbTextStorage(Storage):
     # -- writing files ---------------------------------------------------------------
 
     async def _write(self, t: _Table) -> None:
-        """Write ``t`` to its file (caller holds ``t.io_lock``)."""
+        """Write ``t`` to its file (caller holds ``t.io_lock``).
+
+        A cancelled caller still waits for the worker thread to finish before this
+        returns (and the lock is released): otherwise a later, newer write could be
+        renamed into place before this older one, which would then overwrite it.
+        """
         generation = t.generation
         rows = list(t.rows.values())
         bad_lines = list(t.bad_lines)
+        future = asyncio.ensure_future(asyncio.to_thread(
+            _write_table, t.path, t.columns, rows, bad_lines, self.delimiter))
+        cancelled = False
+        while not future.done():
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                cancelled = True
+            except BaseException:  # noqa: BLE001 - the future's own outcome, read below
+                pass
         try:
-            signature = await asyncio.to_thread(_write_table, t.path, t.columns, rows,
-                                                bad_lines, self.delimiter)
+            signature = future.result()
         except (OSError, ValueError) as exc:
             self._note_failure(f"cannot write {t.path}: {exc}")
+            if cancelled:
+                raise asyncio.CancelledError from exc
             raise StorageUnavailable(f"cannot write {t.path}: {exc}", url=self.url,
                                      table=t.name) from exc
         self._note_success()
         t.saved_generation = max(t.saved_generation, generation)
         t.signature = signature
+        if cancelled:
+            raise asyncio.CancelledError
 
     def _note_failure(self, message: str) -> None:
         if not self._failing:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siprouter.sip.errors import LocalProtocolError
-from siprouter.storage import Cond, StorageError, StorageSchemaError, open_storage, schema
+from siprouter.storage import Cond, StorageError, StorageSchemaError, dbtext, open_storage, schema
 from siprouter.storage.dbtext import DbTextStorage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -453,7 +455,7 @@ class TestConcurrency:
         assert await fresh.count("people") == 40
 
     async def test_large_table_io_leaves_the_event_loop_running(self, open_db, tmp_path):
-        rows = "".join(f"{i}:name{i}:1.00:note\\:{i}:1700000000:\n" for i in range(1, 100001))
+        rows = "".join(f"{i}:name{i}:1.00:note\\:{i}:1700000000:\n" for i in range(1, 50001))
         write(tmp_path / "db" / "people", PEOPLE_HEADER + rows)
         ticks = 0
 
@@ -473,8 +475,34 @@ class TestConcurrency:
             ticks_during_dump = ticks
         finally:
             task.cancel()
-        assert await db.count("people") == 100000
+        assert await db.count("people") == 50000
         assert ticks_during_open > 0 and ticks_during_dump > 0
+
+
+    async def test_a_cancelled_write_cannot_land_after_a_newer_one(
+            self, open_db, tmp_path, monkeypatch):
+        write(tmp_path / "db" / "people", PEOPLE_HEADER)
+        db = await open_db(flush_interval=None)
+        await db.insert("people", {"name": "first", "q": 1.0})
+        slow = threading.Event()
+
+        def before_replace(tmp):   # the first write dawdles between fsync and rename
+            if not slow.is_set():
+                slow.set()
+                time.sleep(0.3)
+
+        monkeypatch.setattr(dbtext, "_before_replace", before_replace)
+        first_dump = asyncio.create_task(db.dump())
+        while not slow.is_set():
+            await asyncio.sleep(0.005)
+        first_dump.cancel()
+        await db.insert("people", {"name": "second", "q": 1.0})
+        assert await db.dump() == ["people"]
+        with pytest.raises(asyncio.CancelledError):
+            await first_dump
+        await asyncio.sleep(0.4)   # long enough for a stray first write to land, if any
+        assert (tmp_path / "db" / "people").read_text() == (
+            PEOPLE_HEADER + "1:first:1.00:::\n2:second:1.00:::\n")
 
 
 # ----------------------------------------------------------------------------- crash safety
@@ -482,6 +510,7 @@ class TestConcurrency:
 CRASH_SCRIPT = """
 import asyncio, os, sys
 sys.path.insert(0, {repo!r})
+from siprouter.storage import dbtext
 from siprouter.storage import dbtext
 from siprouter.storage.dbtext import DbTextStorage
 
