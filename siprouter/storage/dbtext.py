@@ -49,9 +49,26 @@ back at the end of the file) so that an operator's typo is reported, not deleted
 :meth:`DbTextStorage.reload` raises :class:`StorageSchemaError` listing such lines after
 it has loaded everything else.
 
-Not done here (db_text does not do it either): unique constraints, indexes (a ``select``
-scans the table), transactions across tables, and locking against another process that
-writes the same files.
+Lookups: a ``where`` made only of plain equalities is answered from a hash index on
+those columns, built on first use and kept up to date by every change (at most
+``MAX_INDEXES_PER_TABLE`` per table); other conditions scan the table. Results come in
+file order either way.
+
+Differences from Kamailio's db_text worth knowing: Kamailio puts a newly inserted row at
+the top of the file, we append it (each reads the other's files; row order carries no
+meaning). Kamailio writes doubles with two decimals, we write more when two would change
+the value (see :mod:`~siprouter.storage.dbtext_format`). An empty string in a not-null
+string column is an empty field, as Kamailio writes it; Kamailio reads such a file back
+only with ``modparam("db_text", "emptystring", 1)`` (otherwise it refuses the table), and
+in a nullable column an empty field reads as null in both.
+
+Keys: for schema tables, changes that would give two rows the same primary or unique key
+raise :class:`StorageError`, as in SQL (Kamailio's db_text does not check; rows already in
+a file are not checked against each other, so kamdbctl's ``version`` file, whose ids are
+all 0, still loads).
+
+Not done here (db_text does not do it either): transactions across tables, and locking against another process that writes the same files (two processes
+writing one table in non-caching mode can lose each other's changes).
 """
 
 from __future__ import annotations
@@ -193,6 +210,19 @@ def _schema_defaults(name: str, kinds: Mapping[str, str]) -> dict[str, Any]:
     return defaults
 
 
+def _schema_unique_keys(name: str) -> list[tuple[str, ...]]:
+    """The primary key and unique constraints of a schema table (column name tuples)."""
+    from sqlalchemy import UniqueConstraint
+
+    sa_table = _schema_table(name)
+    if sa_table is None:
+        return []
+    keys = [tuple(c.name for c in sa_table.primary_key.columns)]
+    keys += [tuple(c.name for c in constraint.columns) for constraint in sa_table.constraints
+             if isinstance(constraint, UniqueConstraint)]
+    return [k for k in keys if k]
+
+
 def _value_kind(column: Column, schema_kind: str | None) -> str:
     """How a column's values look in memory: the file type, refined by the schema."""
     ctype = column.type
@@ -274,7 +304,7 @@ class _Table:
 
     __slots__ = (
         "name", "path", "columns", "column_names", "kinds", "coercers",
-        "defaults", "auto_name", "auto_value", "rows", "next_rowid", "indexes", "bad_lines",
+        "defaults", "unique_keys", "unique_columns", "auto_name", "auto_value", "rows", "next_rowid", "indexes", "bad_lines",
         "generation", "saved_generation", "signature", "io_lock", "reloading", "broken",
     )
 
@@ -286,6 +316,8 @@ class _Table:
         self.kinds: dict[str, str] = {}
         self.coercers: dict[str, Callable[[Any], Any]] = {}
         self.defaults: dict[str, Any] = {}
+        self.unique_keys: tuple[tuple[str, ...], ...] = ()
+        self.unique_columns: frozenset[str] = frozenset()
         self.auto_name: str | None = None
         self.auto_value = 0
         #: row id -> row, in file order (ids only grow, so id order is file order).
@@ -318,6 +350,9 @@ class _Table:
                 with contextlib.suppress(StorageSchemaError):
                     self.defaults[name] = self.coercers[name](value)
         self.auto_name = next((c.name for c in columns if c.auto), None)
+        self.unique_keys = tuple(k for k in _schema_unique_keys(self.name)
+                                 if self.column_names.issuperset(k))
+        self.unique_columns = frozenset(c for k in self.unique_keys for c in k)
 
     def install(self, parsed: ParsedTable, signature: Signature | None) -> None:
         """Take what was read from the file (replacing rows and unsaved changes)."""
@@ -657,7 +692,7 @@ class DbTextStorage(Storage):
         if loaded.header_error is not None:
             err = loaded.header_error
             problem = f"{table.path}:{err.line_no}: expected {err.expected}"
-            table.broken = StorageSchemaError(problem, table=table.name)
+            table.broken = StorageSchemaError(problem, url=self.url, table=table.name)
             table.signature = loaded.signature
             table.set_rows(())
             table.bad_lines = []
@@ -887,6 +922,32 @@ class DbTextStorage(Storage):
             new[name] = value
         return new
 
+    def _check_unique(self, t: _Table, changes: Sequence[tuple[int | None, dict[str, Any]]],
+                      columns: Iterable[str] | None = None) -> None:
+        """Refuse changes that would give two rows the same primary or unique key of the
+        schema (as the SQL backends do; Kamailio's db_text does not check). ``changes``
+        are (row id or None for a new row, row as it would be); ``columns`` are the
+        columns an update sets (keys without them cannot change). Null keys never clash.
+        Rows already in the file are not checked against each other."""
+        if not t.unique_keys:
+            return
+        changing = {rowid for rowid, _ in changes if rowid is not None}
+        for key_columns in t.unique_keys:
+            if columns is not None and set(columns).isdisjoint(key_columns):
+                continue
+            index = t.index(key_columns)
+            claimed: set[tuple[Any, ...]] = set()
+            for _, row in changes:
+                key = tuple([row[c] for c in key_columns])
+                if None in key:
+                    continue
+                holders = index.get(key, ())
+                if key in claimed or any(h not in changing for h in holders):
+                    shown = ", ".join(f"{c}={v!r}" for c, v in zip(key_columns, key, strict=True))
+                    raise StorageError(f"duplicate key: a row with {shown} exists",
+                                       url=self.url, table=t.name)
+                claimed.add(key)
+
     def _assign_auto(self, t: _Table, row: dict[str, Any]) -> int | None:
         name = t.auto_name
         if name is None:
@@ -949,6 +1010,7 @@ class DbTextStorage(Storage):
         Missing columns take the schema's default, else null."""
         def change(t: _Table) -> tuple[bool, Any]:
             new = self._prepare_row(t, row)
+            self._check_unique(t, [(None, new)])
             auto = self._assign_auto(t, new)
             t.add(new)
             return True, auto
@@ -965,6 +1027,7 @@ class DbTextStorage(Storage):
 
         def change(t: _Table) -> tuple[bool, Any]:
             prepared = [self._prepare_row(t, row) for row in rows]
+            self._check_unique(t, [(None, new) for new in prepared])
             for new in prepared:
                 self._assign_auto(t, new)
             for new in prepared:
@@ -984,10 +1047,12 @@ class DbTextStorage(Storage):
                                    url=self.url, table=t.name)
         return prepared
 
-    @staticmethod
-    def _update_rows(t: _Table, rowids: Sequence[int], prepared: dict[str, Any]) -> None:
+    def _update_rows(self, t: _Table, rowids: Sequence[int], prepared: dict[str, Any]) -> None:
         rows = t.rows
         changed = frozenset(prepared)
+        if rowids and not changed.isdisjoint(t.unique_columns):
+            self._check_unique(t, [(rowid, {**rows[rowid], **prepared}) for rowid in rowids],
+                               changed)
         for rowid in rowids:
             t.replace_row(rowid, {**rows[rowid], **prepared}, changed)
         auto = t.auto_name
@@ -1036,6 +1101,7 @@ class DbTextStorage(Storage):
                 self._update_rows(t, rowids, prepared)
             else:
                 new = self._prepare_row(t, row)
+                self._check_unique(t, [(None, new)])
                 self._assign_auto(t, new)
                 t.add(new)
             return True, None

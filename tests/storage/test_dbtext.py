@@ -208,6 +208,49 @@ class TestData:
             await people.select("people")
 
 
+class TestUniqueKeys:
+    """The schema's primary and unique keys are enforced on changes, as in SQL."""
+
+    @pytest.fixture
+    async def db(self, open_db):
+        db = await open_db(flush_interval=None)
+        await db.ensure_tables(["subscriber"])
+        await db.insert("subscriber", {"username": "alice", "domain": "a.example"})
+        await db.insert("subscriber", {"username": "bob", "domain": "a.example"})
+        return db
+
+    async def test_insert(self, db):
+        with pytest.raises(StorageError, match="duplicate key: a row with username='alice', "
+                                               "domain='a.example' exists"):
+            await db.insert("subscriber", {"username": "alice", "domain": "a.example"})
+        with pytest.raises(StorageError, match="duplicate key: a row with id=1"):
+            await db.insert("subscriber", {"id": 1, "username": "carol", "domain": "a.example"})
+        with pytest.raises(StorageError, match="duplicate key"):
+            await db.insert_many("subscriber", [{"username": "c", "domain": "x"},
+                                                {"username": "c", "domain": "x"}])
+        assert await db.insert("subscriber", {"username": "alice", "domain": "b.example"}) == 3
+        assert await db.count("subscriber") == 3
+
+    async def test_update_and_replace(self, db):
+        with pytest.raises(StorageError, match="duplicate key"):
+            await db.update("subscriber", {"username": "alice"}, {"username": "bob"})
+        with pytest.raises(StorageError, match="duplicate key"):   # both rows would clash
+            await db.update("subscriber", {"username": "zed"}, {"domain": "a.example"})
+        assert await db.update("subscriber", {"username": "alice", "password": "pw"},
+                               {"username": "alice"}) == 1      # keeps its own key
+        await db.replace("subscriber", {"username": "bob", "domain": "a.example",
+                                        "password": "new"}, ["username", "domain"])
+        assert [(r["id"], r["username"], r["password"]) for r in await db.select("subscriber")
+                ] == [(1, "alice", "pw"), (2, "bob", "new")]
+
+    async def test_kamdbctl_version_file_with_repeated_ids_still_loads(self, open_db, tmp_path):
+        write(tmp_path / "kam" / "version",
+              "id(int,auto) table_name(string) table_version(int) \n0:version:1\n0:acc:5\n")
+        db = await open_db(tmp_path / "kam")
+        assert await db.table_version("acc") == 5
+        assert await db.insert("version", {"table_name": "x", "table_version": 1}) == 1
+
+
 class TestQueries:
     @pytest.fixture
     async def db(self, people):
