@@ -276,7 +276,8 @@ def test_unanswered_invite_gets_408_when_the_timer_fires(
         server = siprouter.start(
             E2E_SCRIPTS / "record_route.py", params={"next_hop": uas.uri},
             extra_toml=f"[transaction]\nfr_timer = {FR_TIMER}\nfr_inv_timer = {FR_INV_TIMER}\n")
-        uac = _call(tmp_path, server, "uac_expect_408.xml", transport, calls)
+        # 100 ms apart: one call's timer must not hide the next one's lateness.
+        uac = _call(tmp_path, server, "uac_expect_408.xml", transport, calls, rate=10)
         (uas_result,) = _finish(tmp_path, [uas], uac)
     finally:
         stop_process(uas.proc)
@@ -318,7 +319,7 @@ def test_timers_set_by_the_script_win_over_the_configuration(
             params={"next_hop": uas.uri, "fr_timer": str(FR_TIMER),
                     "fr_inv_timer": str(FR_INV_TIMER)},
             extra_toml=f"[transaction]\nfr_inv_timer = {FR_INV_TIMER * 10}\n")
-        uac = _call(tmp_path, server, "uac_expect_408.xml", "u1", calls)
+        uac = _call(tmp_path, server, "uac_expect_408.xml", "u1", calls, rate=10)
         (uas_result,) = _finish(tmp_path, [uas], uac)
     finally:
         stop_process(uas.proc)
