@@ -760,7 +760,9 @@ class SqlStorage(Storage):
         missing = [n for n in names if not self.has_table(n)]
         if not self.has_table(schema.VERSION_TABLE) and schema.VERSION_TABLE not in missing:
             missing.insert(0, schema.VERSION_TABLE)
-        created = [t.name for t in schema.METADATA.sorted_tables if t.name in missing]
+        # "version" first, as kamdbctl does (standard-create.sql), then the schema's order
+        created = sorted((t.name for t in schema.METADATA.sorted_tables if t.name in missing),
+                         key=lambda n: n != schema.VERSION_TABLE)
         if not self._up:
             self._gate(None)
         try:
