@@ -15,8 +15,6 @@ from pathlib import Path
 
 import click
 
-from siprouter.cli.main import build_config, config_option
-
 __all__ = ["db", "EXIT_DB_ERROR", "EXIT_NOT_EMPTY"]
 
 # Exit statuses: the database could not be reached or the migration failed; ``init`` on a
@@ -28,6 +26,16 @@ _URL_HELP = (
     "URL: sqlite:///PATH, postgresql://USER:PASS@HOST[:PORT]/DB, mysql://USER:PASS@HOST[:PORT]/DB "
     "or text:///DIRECTORY. Default: [database] url, else siprouter.sqlite in the data directory."
 )
+
+
+@click.group("db", context_settings={"help_option_names": ["-h", "--help"]})
+def db() -> None:
+    """Create or upgrade the database (Kamailio-compatible tables)."""
+
+
+# siprouter.cli.main registers `db` (defined above) when it is imported, so importing this
+# module first must define `db` before it imports main.
+from siprouter.cli.main import build_config, config_option  # noqa: E402
 
 
 def _data_dir_option(f):  # type: ignore[no-untyped-def]
@@ -69,11 +77,6 @@ def _run(kind: str, url: str) -> None:
         sys.exit(EXIT_DB_ERROR)
     for line in report.lines():
         click.echo(line)
-
-
-@click.group("db", context_settings={"help_option_names": ["-h", "--help"]})
-def db() -> None:
-    """Create or upgrade the database (Kamailio-compatible tables)."""
 
 
 @db.command("init")

@@ -49,6 +49,7 @@ __all__ = [
     "migrate_database",
     "head_revision",
     "ddl_for_missing_tables",
+    "ensure_schema",
 ]
 
 log = logging.getLogger("siprouter.storage.migrate")
@@ -87,14 +88,20 @@ class MigrationReport:
 
     @property
     def stamped(self) -> bool:
-        """True when an existing database without siprouter's revision was adopted."""
-        return self.revision_before is None and bool(self.tables_found)
+        """True when an existing SQL database without siprouter's revision was adopted."""
+        return (self.revision_before is None and self.revision_after is not None
+                and bool(self.tables_found))
 
     def lines(self) -> list[str]:
         """The report as lines for the operator."""
         out = [f"database: {self.url}"]
-        if self.revision_before == self.revision_after:
-            out.append(f"already at revision {self.revision_after}: nothing to do")
+        if self.revision_after is None:  # db_text: tables and version rows, no revisions
+            if not self.tables_created and not self.version_rows_added:
+                out.append("every table exists: nothing to do")
+        elif self.revision_before == self.revision_after:
+            nothing = not self.tables_created and not self.version_rows_added
+            out.append(f"already at revision {self.revision_after}"
+                       + (": nothing to do" if nothing else ""))
         elif self.stamped:
             out.append(f"existing database with {len(self.tables_found)} of siprouter's "
                        f"tables adopted (stamped at revision {self.revision_after}); "
@@ -169,6 +176,22 @@ def _engine_for(url: str) -> Any:
     return create_async_engine(sa_url, poolclass=NullPool, connect_args=connect_args)
 
 
+def ensure_schema(conn: Any, tables: Iterable[str] | None = None) -> None:
+    """Create each schema table of ``tables`` (all when None) that is missing, with its
+    indexes, and each missing ``version`` row, on a synchronous SQLAlchemy connection.
+    Existing tables and rows are left as they are. The baseline migration runs this."""
+    names = list(schema.METADATA.tables) if tables is None else list(tables)
+    if schema.VERSION_TABLE not in names:
+        names.insert(0, schema.VERSION_TABLE)
+    schema.METADATA.create_all(conn, tables=[schema.METADATA.tables[n] for n in names],
+                               checkfirst=True)
+    present = set(_versions(conn))
+    missing = [{"table_name": n, "table_version": schema.KAMAILIO_TABLE_VERSIONS[n]}
+               for n in names if n not in present]
+    if missing:
+        conn.execute(schema.table(schema.VERSION_TABLE).insert(), missing)
+
+
 def _versions(conn: Any) -> dict[str, int]:
     version = schema.table(schema.VERSION_TABLE)
     rows = conn.execute(sa.select(version.c.table_name, version.c.table_version))
@@ -191,6 +214,9 @@ def _upgrade(conn: Any, report: MigrationReport, require_empty: bool) -> None:
             "); use `siprouter db migrate` to adopt or upgrade it", url=report.url)
     versions_before = _versions(conn) if schema.VERSION_TABLE in before else {}
     command.upgrade(_alembic_config(conn), "head")
+    # At head already, nothing ran: still put back a table (and version row) that someone
+    # dropped. Tables that exist are never touched.
+    ensure_schema(conn)
     after = set(sa.inspect(conn).get_table_names())
     report.tables_created = [t.name for t in schema.METADATA.sorted_tables
                              if t.name in after and t.name not in before]

@@ -17,10 +17,9 @@ Revises:
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
-from siprouter.storage import schema
+from siprouter.storage.migrate import ensure_schema
 
 revision = "0001"
 down_revision = None
@@ -37,17 +36,7 @@ BASELINE_TABLES = (
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    tables = [schema.METADATA.tables[name] for name in BASELINE_TABLES]
-    schema.METADATA.create_all(bind, tables=tables, checkfirst=True)
-    version = schema.table(schema.VERSION_TABLE)
-    present = set(bind.execute(sa.select(version.c.table_name)).scalars())
-    missing = [
-        {"table_name": name, "table_version": schema.KAMAILIO_TABLE_VERSIONS[name]}
-        for name in BASELINE_TABLES if name not in present
-    ]
-    if missing:
-        bind.execute(version.insert(), missing)
+    ensure_schema(op.get_bind(), BASELINE_TABLES)
 
 
 def downgrade() -> None:
