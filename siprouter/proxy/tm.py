@@ -387,6 +387,10 @@ class TransactionManager:
             return  # nothing was sent upstream yet (cannot happen once answered)
         txn.request = None
         txn.groups = None
+        if txn.method == "INVITE" and txn.machine.state == "accepted":
+            # RFC 6026 §7.1: in Accepted a retransmitted INVITE is absorbed, never
+            # answered again: the 2xx need not be kept.
+            txn.last_response = None
         for b in txn.branches:
             b.response = None
 
