@@ -40,7 +40,8 @@ from e2e_support import (
     stop_process,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(SIPP is None, reason=SIPP_MISSING)]
+pytestmark = pytest.mark.e2e
+needs_sipp = pytest.mark.skipif(SIPP is None, reason=SIPP_MISSING)
 
 HOST = "127.0.0.1"
 TRANSPORTS = [pytest.param("u1", id="udp"), pytest.param("t1", id="tcp")]
@@ -208,6 +209,7 @@ def _assert_record_routed(entries: list[SippTraceEntry], server: SiprouterProces
 # 1. A call through the proxy with Record-Route: ACK and BYE go through it.
 
 
+@needs_sipp
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_call_with_record_route(siprouter: SiprouterFactory, tmp_path: Path,
                                 transport: str) -> None:
@@ -248,10 +250,47 @@ def test_call_with_record_route(siprouter: SiprouterFactory, tmp_path: Path,
     _assert_server_clean(server)
 
 
+@needs_sipp
+def test_call_from_udp_to_tcp_gets_a_double_record_route(siprouter: SiprouterFactory,
+                                                         tmp_path: Path) -> None:
+    """Caller over UDP, callee over TCP: the proxy record-routes twice (one entry per
+    side, Kamailio's double Record-Route), the caller's ACK and BYE carry both as Route,
+    and the proxy takes both off before sending them to the callee over TCP."""
+    calls = 20
+    uas = _callee(tmp_path, "uas_answer.xml", "t1", calls, "uas")
+    try:
+        server = siprouter.start(E2E_SCRIPTS / "record_route.py",
+                                 params={"next_hop": uas.uri})
+        uac = _call(tmp_path, server, "uac_call.xml", "u1", calls, rate=50)
+        (uas_result,) = _finish(tmp_path, [uas], uac)
+    finally:
+        stop_process(uas.proc)
+    why = _why(server, uac, uas_result)
+    _assert_all_succeeded(uac, calls, why)
+    _assert_all_succeeded(uas_result, calls, why)
+
+    callee = read_sipp_trace(tmp_path, "uas")
+    for e in _received(callee, "INVITE"):
+        entries = [v.strip() for value in e.headers("Record-Route") for v in value.split(",")]
+        ours = [v for v in entries if server.hostport in v and ";lr" in v]
+        assert len(ours) == 2, f"not a double Record-Route:\n{e.data.decode()}"
+        assert sum("transport=tcp" in v.lower() for v in ours) == 1, e.data.decode()
+    for e in _sent(read_sipp_trace(tmp_path, "uac"), "BYE"):
+        routes = [v for value in e.headers("Route") for v in value.split(",")]
+        assert len(routes) == 2, e.data.decode()
+    for method in ("ACK", "BYE"):
+        got = _received(callee, method)
+        assert len(got) == calls, f"{len(got)} {method}s reached the callee\n{why}"
+        for e in got:
+            assert e.transport == "TCP" and not e.headers("Route"), e.data.decode()
+    _assert_server_clean(server)
+
+
 # -------------------------------------------------------------------------------------------
 # 2. A callee that never answers: the caller gets 408 when the configured timer fires.
 
 
+@needs_sipp
 @pytest.mark.xfail(strict=True, reason=TIMER_QUEUE_BUG)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(
@@ -305,6 +344,7 @@ def test_unanswered_invite_gets_408_when_the_timer_fires(
     _assert_server_clean(server)
 
 
+@needs_sipp
 @pytest.mark.xfail(strict=True, reason=TIMER_QUEUE_BUG)
 def test_timers_set_by_the_script_win_over_the_configuration(
     siprouter: SiprouterFactory, tmp_path: Path,
@@ -335,6 +375,7 @@ def test_timers_set_by_the_script_win_over_the_configuration(
 # 3. CANCEL before the answer.
 
 
+@needs_sipp
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_cancel_before_answer(siprouter: SiprouterFactory, tmp_path: Path,
                               transport: str) -> None:
@@ -369,6 +410,7 @@ def test_cancel_before_answer(siprouter: SiprouterFactory, tmp_path: Path,
     _assert_server_clean(server)
 
 
+@needs_sipp
 def test_cancel_before_any_provisional_waits_for_one(siprouter: SiprouterFactory,
                                                      tmp_path: Path) -> None:
     """The caller CANCELs after the proxy's 100 Trying, while the callee has sent nothing
@@ -404,6 +446,7 @@ def test_cancel_before_any_provisional_waits_for_one(siprouter: SiprouterFactory
 # 4. Parallel forking.
 
 
+@needs_sipp
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_parallel_fork_first_200_wins_and_the_other_branch_is_canceled(
     siprouter: SiprouterFactory, tmp_path: Path, transport: str,
@@ -442,6 +485,7 @@ def test_parallel_fork_first_200_wins_and_the_other_branch_is_canceled(
     _assert_server_clean(server)
 
 
+@needs_sipp
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_parallel_fork_both_answer_and_the_caller_gets_both_200s(
     siprouter: SiprouterFactory, tmp_path: Path, transport: str,
@@ -480,6 +524,7 @@ def test_parallel_fork_both_answer_and_the_caller_gets_both_200s(
     _assert_server_clean(server)
 
 
+@needs_sipp
 def test_parallel_fork_with_a_refused_first_target_rings_the_other(
     siprouter: SiprouterFactory, tmp_path: Path,
 ) -> None:
@@ -508,6 +553,7 @@ def test_parallel_fork_with_a_refused_first_target_rings_the_other(
 # 5. Serial forking.
 
 
+@needs_sipp
 @pytest.mark.parametrize(
     ("transport", "mode"),
     [
@@ -558,6 +604,7 @@ def test_serial_fork_tries_the_second_callee_when_the_first_is_busy(
 REDIRECT_CONTACTS = ["<sip:bob@192.0.2.10>", "<sip:bob@192.0.2.20;transport=tcp>;q=0.5"]
 
 
+@needs_sipp
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_redirect_answers_302_with_the_contacts(siprouter: SiprouterFactory, tmp_path: Path,
                                                 transport: str) -> None:
@@ -579,6 +626,7 @@ def test_redirect_answers_302_with_the_contacts(siprouter: SiprouterFactory, tmp
 # 7. Retransmitted INVITEs never make a second branch.
 
 
+@needs_sipp
 @pytest.mark.parametrize(
     ("caller_scenario", "callee_delay_ms"),
     [
