@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A database that goes away mid-run: PostgreSQL is stopped while a writer runs, then started
-again. The errors are logged once per outage, callers get ``StorageUnavailable``, writes
+"""A database that goes away mid-run: PostgreSQL (and MariaDB) is stopped while a writer
+runs, then started again. The errors are logged once per outage, callers get ``StorageUnavailable``, writes
 resume without reopening the storage, and no acknowledged write is lost."""
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import _skip_loudly
-from db_servers import PG_MISSING, PostgresServer, find_postgres_bindir
+from db_servers import (
+    MARIADB_MISSING,
+    PG_MISSING,
+    MariadbServer,
+    PostgresServer,
+    find_mariadbd,
+    find_postgres_bindir,
+)
 
 from siprouter.storage import StorageUnavailable, open_storage
 
@@ -21,13 +28,19 @@ DEADLINE = 30.0
 RETRY_INTERVAL = 0.2
 
 
-@pytest.fixture(scope="module")
-def own_pg() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module's own: the test stops and starts it."""
-    bindir = find_postgres_bindir()
-    if bindir is None:
-        _skip_loudly(PG_MISSING)
-    server = PostgresServer(bindir)
+@pytest.fixture(scope="module", params=["postgresql", "mysql"])
+def own_server(request) -> Iterator[PostgresServer | MariadbServer]:
+    """A database server of this module's own: the test stops and starts it."""
+    if request.param == "postgresql":
+        bindir = find_postgres_bindir()
+        if bindir is None:
+            _skip_loudly(PG_MISSING)
+        server: PostgresServer | MariadbServer = PostgresServer(bindir)
+    else:
+        found = find_mariadbd()
+        if found is None:
+            _skip_loudly(MARIADB_MISSING)
+        server = MariadbServer(*found)
     try:
         server.setup()
         server.start()
@@ -77,9 +90,9 @@ class Writer:
                 f"other={self.other_errors[:3]!r}")
 
 
-async def test_postgresql_outage_is_reported_once_and_writes_resume(own_pg, caplog):
+async def test_outage_is_reported_once_and_writes_resume(own_server, caplog):
     caplog.set_level(logging.INFO, logger="siprouter.storage")
-    url = own_pg.create_database("outage")
+    url = own_server.create_database("outage")
     db = open_storage(url, retry_interval=RETRY_INTERVAL, connect_timeout=2)
     await db.open()
     await db.ensure_tables(["location"])
@@ -91,12 +104,12 @@ async def test_postgresql_outage_is_reported_once_and_writes_resume(own_pg, capl
             await writer.wait_for(lambda n=ok_before: len(writer.acknowledged) >= n + 30,
                                   "writes before the outage")
             failed_before = writer.unavailable
-            await asyncio.to_thread(own_pg.stop)  # the writer goes on meanwhile
+            await asyncio.to_thread(own_server.stop)  # the writer goes on meanwhile
             await writer.wait_for(lambda n=failed_before: writer.unavailable >= n + 20,
                                   "writes failing while the server is down")
             assert not db.available
             await asyncio.sleep(5 * RETRY_INTERVAL)  # several probes fail meanwhile
-            await asyncio.to_thread(own_pg.start)
+            await asyncio.to_thread(own_server.start)
             ok_restart = len(writer.acknowledged)
             await writer.wait_for(lambda n=ok_restart: len(writer.acknowledged) >= n + 30,
                                   "writes after the restart")
