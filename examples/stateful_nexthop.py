@@ -27,14 +27,15 @@ def request_route(req: Request, ctx: Context) -> None:
         if req.method == "ACK":
             return req.drop()
         return req.reply(483, "Too Many Hops")
+    if req.method == "CANCEL":
+        # Before the in-dialog rule: a CANCEL may carry a To tag (SIPp's does).
+        return req.relay()
     if req.in_dialog:
         if ctx.loose_route(req):
             return req.relay()
         if req.method == "ACK":
             return req.drop()  # an ACK for a 2xx without Route: nothing to route it by
         return req.reply(404, "Not Here")
-    if req.method == "CANCEL":
-        return req.relay()
     next_hop = ctx.params.get("next_hop") or ctx.next_hop
     if next_hop is None:
         return req.reply(500, "No Next Hop Configured")

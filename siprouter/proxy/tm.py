@@ -137,12 +137,18 @@ class TimerQueue:
 
     def _fire(self) -> None:
         self._handle = None
-        self._armed = None
+        # While the due timers run, a schedule() from their on_timer must not arm the
+        # loop timer for its own (later) deadline: earlier ones may still be waiting in
+        # the heap. Re-armed below, for whatever is earliest then.
+        self._armed = float("-inf")
         now = self._last_fire = self.now()
-        self.run_due(now)
-        heap = self._heap
-        if heap and self._handle is None:
-            self._arm(max(heap[0][0], now + self.TICK))
+        try:
+            self.run_due(now)
+        finally:
+            self._armed = None
+            heap = self._heap
+            if heap:
+                self._arm(max(heap[0][0], now + self.TICK))
 
     def run_due(self, now: float) -> None:
         """Call ``on_timer`` of every object whose deadline is ``now`` or earlier."""
@@ -620,6 +626,7 @@ class TransactionManager:
         """A branch that could not be sent (status: its synthetic final; 0: no branch)."""
         txn.n_pending -= 1
         if status:
+            log.info("%r: a branch was not sent (%d)", txn, status)
             b = ClientBranch(txn, _DONE, "", b"", Target("udp", "", 0), None, "")
             b.final = status
             b.index = len(txn.branches)

@@ -62,16 +62,6 @@ FR_INV_TIMER = 2.0
 # enough to catch a timer that waits for the next UDP retransmission timer, T1 = 0.5 s.)
 TIMER_SLACK = 0.35
 
-# Bugs found by these tests, for the xfail markers (each test says what it expects).
-TIMER_QUEUE_BUG = (
-    "siprouter/proxy/tm.py TimerQueue: a schedule() made from inside on_timer (while "
-    "_fire has cleared _armed) arms the loop timer for that new, later deadline although "
-    "earlier deadlines wait in the heap, and run_due does not re-arm because _handle is "
-    "set: after the first transaction's timer fires (its on_timer schedules Timer G/H, "
-    "a CANCEL's Timer E …) the other transactions' Timer B/C fire only when that later "
-    "deadline comes (0.4-0.9 s late over UDP; over TCP Timer H = 32 s, so no 408 at all)")
-
-
 # -------------------------------------------------------------------------------------------
 # Helpers.
 
@@ -291,7 +281,6 @@ def test_call_from_udp_to_tcp_gets_a_double_record_route(siprouter: SiprouterFac
 
 
 @needs_sipp
-@pytest.mark.xfail(strict=True, reason=TIMER_QUEUE_BUG)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(
     ("callee_scenario", "timer"),
@@ -345,7 +334,6 @@ def test_unanswered_invite_gets_408_when_the_timer_fires(
 
 
 @needs_sipp
-@pytest.mark.xfail(strict=True, reason=TIMER_QUEUE_BUG)
 def test_timers_set_by_the_script_win_over_the_configuration(
     siprouter: SiprouterFactory, tmp_path: Path,
 ) -> None:

@@ -497,3 +497,36 @@ async def test_transport_error_on_one_fork_branch_lets_the_other_win() -> None:
     b2 = branch_to(out, B2)
     out = await t.response(make_response(b2, 486, to_tag="b"))
     assert statuses(out) == [486]
+
+
+async def test_timer_queue_rearms_for_earlier_deadlines_after_a_timer_reschedules_itself() -> None:
+    # Regression (found by the SIPp timeout tests): a timer that schedules a later
+    # deadline from its on_timer must not push back the other, earlier ones.
+    import asyncio
+
+    from siprouter.proxy.tm import TimerQueue
+
+    loop = asyncio.get_running_loop()
+    q = TimerQueue(loop)
+    fired: dict[str, float] = {}
+
+    class Item:
+        def __init__(self, name: str, again: float | None) -> None:
+            self.name, self.again, self._due = name, again, None
+
+        def on_timer(self, now: float) -> None:
+            fired.setdefault(self.name, now)
+            if self.again is not None:
+                q.schedule(self, now + self.again)
+                self.again = None
+
+    start = loop.time()
+    a, b = Item("a", 5.0), Item("b", None)
+    q.schedule(a, start + 0.05)
+    q.schedule(b, start + 0.15)
+    await asyncio.sleep(0.4)
+    assert "b" in fired
+    assert fired["b"] - start < 0.15 + TimerQueueSlack
+
+
+TimerQueueSlack = 0.1  # one 50 ms tick and a loaded box
