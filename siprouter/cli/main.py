@@ -165,4 +165,8 @@ def _summary(config: Config) -> str:
     return "\n".join(lines)
 
 
-main.add_command(__import__("siprouter.cli.db", fromlist=["db"]).db)
+# Subcommands defined in their own modules (they import build_config/config_option from
+# here, which are defined above by the time this runs).
+from siprouter.cli.db import db as _db_command  # noqa: E402
+
+main.add_command(_db_command)
