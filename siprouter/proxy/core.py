@@ -273,9 +273,9 @@ class ProxyCore:
             return
         tm = self.tm
         if tm is not None:
-            # §17.2.3: retransmissions and non-2xx ACKs end here; a new INVITE gets its
-            # server transaction before the script runs.
-            if tm.absorb(req):
+            # §17.2.3: retransmissions and non-2xx ACKs of our transactions end here
+            # (with none at all, as on a stateless relay, there is nothing to match).
+            if tm.server and tm.absorb(req):
                 return
             dialogs = tm.dialogs
             if dialogs is not None and len(dialogs) and req.in_dialog:
@@ -568,13 +568,13 @@ class ProxyCore:
             self.stats.drop_replies += 1
             return
         tm = self.tm
-        if tm is not None:
+        if tm is not None and res.header("via").find(TM_BRANCH_PREFIX) >= 0:  # type: ignore[union-attr]
+            # One of our stateful branches (a stateless one has no transaction).
             branch = tm.match_response(res)
             if branch is not None:
                 tm.on_response(branch, res)
                 return
-            if res.header("via").find(TM_BRANCH_PREFIX) >= 0 and not (  # type: ignore[union-attr]
-                    res.status < 300 and res.status >= 200 and res.cseq.method == "INVITE"):
+            if not (200 <= res.status < 300 and res.cseq.method == "INVITE"):
                 # A late response for a transaction that is gone: only a 2xx to an INVITE
                 # still goes on (the caller must ACK it, RFC 6026); the rest are dropped.
                 self.stats.drop_replies += 1
