@@ -874,9 +874,10 @@ class TransactionManager:
                     # Handlers set in request_route stay (Kamailio: t_on_failure is re-armed
                     # by the failure route itself; here a new relay() without handlers keeps
                     # the old ones, so serial forking through several targets works).
-                    outcome.on_failure = relay.on_failure
-                    outcome.on_reply = relay.on_reply
-                    outcome.on_branch = relay.on_branch
+                    outcome = Relay(outcome.targets, on_branch=relay.on_branch,
+                                    on_reply=relay.on_reply, on_failure=relay.on_failure,
+                                    serial=outcome.serial, fr_timer=outcome.fr_timer,
+                                    fr_inv_timer=outcome.fr_inv_timer, on_3xx=outcome.on_3xx)
                     txn.relay = outcome
                 targets = self._targets(req, outcome)
                 if outcome.serial and len(targets) > 1:

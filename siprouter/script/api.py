@@ -68,6 +68,10 @@ _WHY = {
 }
 
 
+#: ``relay()`` with no arguments: one shared, never-modified outcome.
+_PLAIN_RELAY = Relay()
+
+
 def _check_phase(verb: str, phase: str) -> None:
     if phase not in PHASES[verb]:
         allowed = " and ".join(sorted(PHASES[verb]))
@@ -156,6 +160,11 @@ class Request(ProxyRequest):
         A CANCEL is matched to its INVITE's transaction (§16.10); an ACK is forwarded
         without a transaction."""
         self._phase("relay")
+        if not targets and on_branch is None and on_reply is None and on_failure is None \
+                and not serial and fr_timer is None and fr_inv_timer is None \
+                and on_3xx == "forward":
+            self._settle(_PLAIN_RELAY)  # the common case: nothing to check or build
+            return
         if on_3xx not in ("forward", "block", "follow"):
             raise LocalProtocolError(f'on_3xx must be "forward", "block" or "follow", not {on_3xx!r}')
         for name, value in (("fr_timer", fr_timer), ("fr_inv_timer", fr_inv_timer)):

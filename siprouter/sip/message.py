@@ -138,20 +138,29 @@ _KEY_CACHE_LIMIT += len(_KEY_CACHE)
 _KEY, _NAME, _VALUE, _LINE, _TEXT = range(5)
 
 
-_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+_COPIERS: dict[type, Any] = {}
 
 
-def _slot_names(cls: type) -> tuple[str, ...]:
-    """Every ``__slots__`` name of ``cls`` and its bases (for ``Message.copy``)."""
-    names = _SLOT_NAMES.get(cls)
-    if names is None:
-        seen: list[str] = []
+def _copier(cls: type) -> Any:
+    """A function copying every ``__slots__`` attribute of ``cls`` (and its bases) from
+    one instance to another, written out attribute by attribute (for ``Message.copy``,
+    on the stateful proxy's hot path: a loop of getattr/setattr costs several times
+    more). An attribute that is not set is left unset."""
+    fn = _COPIERS.get(cls)
+    if fn is None:
+        names: list[str] = []
         for klass in cls.__mro__:
             for name in getattr(klass, "__slots__", ()):
-                if name not in seen and name != "__weakref__":
-                    seen.append(name)
-        names = _SLOT_NAMES[cls] = tuple(seen)
-    return names
+                if name not in names and name != "__weakref__":
+                    names.append(name)
+        lines = ["def copy_slots(src, dst):"]
+        for name in names:
+            lines += ["    try:", f"        dst.{name} = src.{name}",
+                      "    except AttributeError:", "        pass"]
+        namespace: dict[str, Any] = {}
+        exec("\n".join(lines), namespace)  # noqa: S102 - generated from slot names only
+        fn = _COPIERS[cls] = namespace["copy_slots"]
+    return fn
 
 
 class Message:
@@ -452,11 +461,7 @@ class Message:
         shared (they are never mutated); the received bytes are not copied."""
         cls = type(self)
         new = cls.__new__(cls)
-        for name in _slot_names(cls):
-            try:
-                setattr(new, name, getattr(self, name))
-            except AttributeError:
-                pass
+        _copier(cls)(self, new)
         new.fields = [f[:] for f in self.fields]
         new._memo = dict(self._memo) if self._memo else {}
         return new

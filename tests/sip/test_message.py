@@ -284,3 +284,19 @@ def test_parse_serialize_round_trip(extra, body):
     assert [again.header_all(n) for n in again.header_names()] == [
         msg.header_all(n) for n in msg.header_names()]
     assert again.body == body
+
+
+def test_copy_is_independent_of_the_original():
+    # A stateful proxy edits one copy per branch (RFC 3261 §16.6 step 1).
+    m = parse_message(b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                      b"From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\n"
+                      b"CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    m.source = "somewhere"
+    c = m.copy()
+    c.set_ruri("sip:z@q")
+    c.insert_via("SIP/2.0/UDP me;branch=z9hG4bKx")
+    c.set_header("Max-Forwards", "69")
+    assert (m.ruri, m.top_via.branch, m.max_forwards) == ("sip:a@b", "z9hG4bK1", 70)
+    assert (c.ruri, c.top_via.branch, c.max_forwards) == ("sip:z@q", "z9hG4bKx", 69)
+    assert c.source == "somewhere"
+    assert m.to_bytes() == m.raw
