@@ -25,7 +25,7 @@ if atheris is not None:
         from siprouter.proxy.myself import Myself
         from siprouter.script.api import make_proxy_core
         from siprouter.script.loader import load_script
-        from siprouter.script.testing import RecordingTransport
+        from siprouter.script.testing import ManualTimerQueue, RecordingTransport
         from siprouter.sip.errors import SipParseError
         from siprouter.sip.message import parse_message
         from siprouter.transport.types import ListenSocket, Source
@@ -33,14 +33,18 @@ else:
     from siprouter.proxy.myself import Myself
     from siprouter.script.api import make_proxy_core
     from siprouter.script.loader import load_script
-    from siprouter.script.testing import RecordingTransport
+    from siprouter.script.testing import ManualTimerQueue, RecordingTransport
     from siprouter.sip.errors import SipParseError
     from siprouter.sip.message import parse_message
     from siprouter.transport.types import ListenSocket, Source
 
 _SOCK = ListenSocket("udp", "127.0.0.1", 5060)
+# The transaction timers run on a clock each input moves on a little (no event loop here),
+# so retransmissions, timeouts and the 100 Trying are fuzzed too.
+_TIMERS = ManualTimerQueue()
 _CORE = make_proxy_core(RecordingTransport([_SOCK]), myself=Myself(["example.com"], [_SOCK], "sip.test"),
-                  script=load_script(None), next_hop="sip:127.0.0.2:5060")
+                        script=load_script(None), next_hop="sip:127.0.0.2:5060",
+                        timer_queue=_TIMERS)
 _SOURCE = Source("udp", "192.0.2.1", 5060, _SOCK)
 
 
@@ -54,6 +58,7 @@ def one_input(data: bytes) -> None:
             msg.header_all(name)
         msg.to_bytes()
     _CORE.on_message(data, _SOURCE)
+    _TIMERS.advance(0.3)
     _CORE.transport.sent.clear()
 
 
