@@ -44,6 +44,7 @@ import dataclasses
 import heapq
 import logging
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -82,12 +83,17 @@ _PREFERRED_4XX = (401, 407, 415, 420, 484)
 MAX_BRANCHES = 12
 
 
+_ref = weakref.ref
+
+
 class TimerQueue:
     """Deadlines of many objects in one heap, with one event-loop timer for the earliest.
 
-    An object has a ``_due`` slot and an ``on_timer(now)`` method. ``schedule(obj, t)``
-    (re)sets its deadline; an entry whose deadline no longer equals ``obj._due`` is stale
-    and skipped when it comes up (no removal from the middle of the heap).
+    An object has a ``_due`` slot and an ``on_timer(now)`` method, and is kept alive by
+    its owner while its timer runs (the heap holds only weak references).
+    ``schedule(obj, t)`` (re)sets its deadline; an entry whose deadline no longer equals
+    ``obj._due`` is stale and skipped when it comes up (no removal from the middle of the
+    heap).
 
     The loop timer wakes the process at most once per ``TICK`` (timers fire up to one
     tick late, far inside what §17 allows): at hundreds of calls per second every
@@ -121,7 +127,9 @@ class TimerQueue:
         if deadline is None:
             return
         self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, obj))
+        # A weak reference: an entry left behind by a rescheduled or finished transaction
+        # (Timer C runs for minutes) must not keep it in memory.
+        heapq.heappush(self._heap, (deadline, self._seq, _ref(obj)))
         armed = self._armed
         if armed is None or deadline < armed - self.TICK:
             self._arm(max(deadline, self._last_fire + self.TICK))
@@ -154,8 +162,9 @@ class TimerQueue:
         """Call ``on_timer`` of every object whose deadline is ``now`` or earlier."""
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _, obj = heapq.heappop(heap)
-            if obj._due != deadline:
+            deadline, _, ref = heapq.heappop(heap)
+            obj = ref()
+            if obj is None or obj._due != deadline:
                 continue
             obj._due = None
             try:
@@ -187,7 +196,7 @@ class ServerTransaction:
 
     __slots__ = ("tm", "key", "machine", "request", "method", "last_response", "source",
                  "reply_target", "branches", "relay", "timers", "canceled", "final_sent",
-                 "groups", "ended", "dialog", "in_failure", "_due", "n_pending")
+                 "groups", "ended", "dialog", "in_failure", "_due", "n_pending", "__weakref__")
 
     def __init__(self, tm: TransactionManager, key: Any, machine: Any, request: Any) -> None:
         self.tm = tm
@@ -222,7 +231,7 @@ class ClientBranch:
 
     __slots__ = ("txn", "machine", "branch_id", "data", "target", "sock", "ruri", "status",
                  "final", "response", "cancel_pending", "canceled", "timed_out", "is_cancel",
-                 "_due", "index", "ack")
+                 "_due", "index", "ack", "__weakref__")
 
     def __init__(self, txn: ServerTransaction | None, machine: Any, branch_id: str, data: bytes,
                  target: Target, sock: Any, ruri: str) -> None:
@@ -992,7 +1001,7 @@ _DONE = _Done()
 class _DialogTimer:
     """The dialog tracker's expiry, as one object in the timer queue."""
 
-    __slots__ = ("tm", "_due")
+    __slots__ = ("tm", "_due", "__weakref__")
 
     def __init__(self, tm: TransactionManager) -> None:
         self.tm = tm

@@ -530,3 +530,23 @@ async def test_timer_queue_rearms_for_earlier_deadlines_after_a_timer_reschedule
 
 
 TimerQueueSlack = 0.1  # one 50 ms tick and a loaded box
+
+
+async def test_a_finished_transaction_is_not_kept_alive_by_its_stale_timer_entries() -> None:
+    # Timer C (minutes) stays in the heap after the 200; it must not hold the branch.
+    import gc
+    import weakref
+
+    t = make_tester(targets=[B1])
+    _, out = await invite(t)
+    b1 = branch_to(out, B1)
+    await t.response(make_response(b1, 180, to_tag="a"))
+    await t.response(make_response(b1, 200, to_tag="a"))
+    branch = next(iter(t.tm.client.values()))
+    ref = weakref.ref(branch)
+    del branch
+    t.advance(40)  # Timers L and M end both transactions; Timer C's entry is still queued
+    assert not t.tm.client and not t.tm.server
+    assert len(t.timers) > 0
+    gc.collect()
+    assert ref() is None
