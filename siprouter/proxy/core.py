@@ -320,32 +320,26 @@ class ProxyCore:
         (§18.2.2: for UDP to the source address, at the rport or sent-by port)."""
         if req.method == "ACK":
             return
-        txn = req.transaction
-        if txn is None and req.method == "INVITE" and self.tm is not None:
-            # §17.2.1: an INVITE is answered through a server transaction, so a non-2xx
-            # is retransmitted until its ACK comes and that ACK is absorbed.
-            try:
-                txn = self.tm.begin(req)
-            except SipParseError:
-                txn = False  # no readable Via: answered statelessly below
-            if txn is None:
-                return  # a retransmission raced an async script: already answered
-            txn = txn or None
-        if txn is not None and self.tm is not None:
-            # The request has a server transaction: the reply goes through it (Kamailio's
-            # send_reply: stateful when a transaction exists).
-            try:
-                self._stamp_received(req)
-            except RemoteProtocolError:
-                pass
-            self.tm.reply(txn, status, reason, headers, body)
-            return
         try:
             # The reply carries received/rport back (§18.2.1, RFC 3581 §4): that is how a
             # UA behind NAT learns its public address.
             self._stamp_received(req)
         except RemoteProtocolError:
             pass  # a Via too broken to read: the reply copies it as it came
+        tm = self.tm
+        txn = req.transaction
+        if txn is None and req.method == "INVITE" and tm is not None:
+            # §17.2.1: an INVITE is answered through a server transaction, so a non-2xx
+            # is retransmitted until its ACK comes and that ACK is absorbed. A Via too
+            # broken to match on gets the stateless answer below.
+            with contextlib.suppress(SipParseError):
+                txn = tm.begin(req)
+                if txn is None:
+                    return  # a retransmission raced an async script: already answered
+        if txn is not None:
+            # Kamailio's send_reply: stateful when a transaction exists.
+            tm.reply(txn, status, reason, headers, body)  # type: ignore[union-attr]
+            return
         try:
             data = req.make_response(status, reason, to_tag=stateless_to_tag(req, self.secret),
                                      headers=headers, body=body)

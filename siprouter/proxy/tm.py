@@ -392,14 +392,15 @@ class TransactionManager:
         if txn.final_sent and txn.n_pending == 0 and not txn.in_failure:
             self._release(txn)
 
-    @staticmethod
-    def _release(txn: ServerTransaction) -> None:
+    def _release(self, txn: ServerTransaction) -> None:
         """Answered and no branch pending: what remains is the machine, the last response
         and the keys (for retransmissions and ACKs). The request and the branches'
         responses go now rather than when the timers end (memory, and less for the
         garbage collector to walk)."""
-        if txn.reply_target is None and txn.source.proto == "udp" and txn.request is not None:
-            return  # nothing was sent upstream yet (cannot happen once answered)
+        if txn.request is None:
+            return
+        if txn.reply_target is None and txn.source.proto == "udp":
+            txn.reply_target = self.core.reply_target(txn.request)  # still needed to answer
         txn.request = None
         txn.groups = None
         if txn.method == "INVITE" and txn.machine.state == "accepted":

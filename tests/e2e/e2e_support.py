@@ -298,6 +298,13 @@ def start_sipp_uas(workdir: Path, host: str, port: int, transport: str = "u1",
     cmd = _sipp_common(host, transport) + [
         "-sn", "uas", "-p", str(port), "-timeout", f"{int(timeout)}s",
         "-trace_err", "-error_file", str(workdir / f"{label}.errors.log")]
+    return _start_bound_sipp(cmd, workdir, host, port, transport, label)
+
+
+def _start_bound_sipp(cmd: list[str], workdir: Path, host: str, port: int, transport: str,
+                      label: str) -> subprocess.Popen:
+    """Start a SIPp that listens on ``host:port`` and wait until it is bound; stderr goes
+    to ``<label>.stderr`` and is quoted when it does not start."""
     with open(workdir / f"{label}.stderr", "wb") as err:
         proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err)
@@ -307,7 +314,7 @@ def start_sipp_uas(workdir: Path, host: str, port: int, transport: str = "u1",
     except (RuntimeError, TimeoutError) as e:
         stop_process(proc)
         err_text = (workdir / f"{label}.stderr").read_text(errors="replace")
-        raise RuntimeError(f"SIPp UAS did not start: {e}\n{err_text[-1500:]}") from None
+        raise RuntimeError(f"SIPp {label} did not start: {e}\n{err_text[-1500:]}") from None
     return proc
 
 
@@ -633,17 +640,7 @@ def start_sipp_scenario(workdir: Path, host: str, port: int, scenario: Path, *,
     ``finish_sipp``. Message trace: ``read_sipp_trace(workdir, label)``."""
     cmd = _sipp_scenario_cmd(workdir, host, transport, scenario, label, port, timeout,
                              calls, extra)
-    with open(workdir / f"{label}.stderr", "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
-    proto = "tcp" if transport.startswith("t") else "udp"
-    try:
-        wait_until_bound(proc, [(proto, host, port)])
-    except (RuntimeError, TimeoutError) as e:
-        stop_process(proc)
-        err_text = (workdir / f"{label}.stderr").read_text(errors="replace")
-        raise RuntimeError(f"SIPp {label} did not start: {e}\n{err_text[-1500:]}") from None
-    return proc
+    return _start_bound_sipp(cmd, workdir, host, port, transport, label)
 
 
 def finish_sipp(proc: subprocess.Popen, workdir: Path, label: str,
