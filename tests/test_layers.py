@@ -20,6 +20,8 @@ ALLOWED = {
     "transport": {"sip", "transport"},
     "proxy": {"sip", "transaction", "transport", "proxy"},
     "storage": {"sip", "storage"},
+    "modules": {"sip", "transaction", "transport", "proxy", "storage", "modules"},
+    "mgmt": {"sip", "transaction", "transport", "proxy", "storage", "modules", "script", "mgmt"},
 }
 
 

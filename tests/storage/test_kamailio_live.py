@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import _skip_loudly, unique_name
+from db_backends import _skip_loudly, unique_name
 
 from siprouter.storage import open_storage
 from siprouter.storage.migrate import init_database

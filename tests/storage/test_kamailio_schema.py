@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import _skip_loudly, unique_name
+from db_backends import _skip_loudly, unique_name
 
 from siprouter.storage import Cond, open_storage, schema
 from siprouter.storage.migrate import ALEMBIC_VERSION_TABLE, head_revision, migrate_database

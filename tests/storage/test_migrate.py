@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import unique_name
+from db_backends import unique_name
 
 from siprouter.cli.db import EXIT_DB_ERROR, EXIT_NOT_EMPTY
 from siprouter.cli.main import main

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import _skip_loudly
+from db_backends import _skip_loudly
 from db_servers import (
     MARIADB_MISSING,
     PG_MISSING,

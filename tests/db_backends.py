@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fixtures for the storage tests: throwaway database servers and the contract backends.
+"""Database fixtures for every test that needs a real database: throwaway servers and the
+contract backends (registered for the whole suite by ``tests/conftest.py``).
 
 ``CONTRACT_BACKENDS`` lists every backend the contract suite (``test_contract.py``) runs
 on; a test that takes the ``storage`` fixture runs once per entry. To add a backend, add its
