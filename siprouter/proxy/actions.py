@@ -46,17 +46,23 @@ class Forward:
 
 class BranchTarget:
     """One more destination for a stateful relay (Kamailio ``append_branch``): the branch's
-    Request-URI, its next hop (``$du``, None: by Route or R-URI) and its q-value."""
+    Request-URI, its next hop (``$du``, None: by Route or R-URI), its q-value and its
+    ``path``: the Path URIs a registrar stored with the contact (RFC 3327 §5.3), which
+    become the branch's topmost Route headers, in order."""
 
-    __slots__ = ("uri", "destination", "q")
+    __slots__ = ("uri", "destination", "q", "path")
 
-    def __init__(self, uri: str, destination: str | None = None, q: float | None = None) -> None:
+    def __init__(self, uri: str, destination: str | None = None, q: float | None = None,
+                 path: tuple[str, ...] = ()) -> None:
         self.uri = uri
         self.destination = destination
         self.q = q
+        self.path = path
 
     def __repr__(self) -> str:
-        return f"BranchTarget({self.uri!r}, destination={self.destination!r}, q={self.q!r})"
+        extra = f", path={self.path!r}" if self.path else ""
+        return (f"BranchTarget({self.uri!r}, destination={self.destination!r}, "
+                f"q={self.q!r}{extra})")
 
 
 class Relay:
@@ -99,10 +105,13 @@ class ProxyRequest(_message.Request):
     """A request on its way through the proxy: where it goes next (``destination``,
     Kamailio's ``$du``) and what was decided (``outcome``)."""
 
-    __slots__ = ("destination", "outcome", "transaction", "branches", "record_route_on",
-                 "track_dialog_on", "phase")
+    __slots__ = ("destination", "path", "outcome", "transaction", "branches",
+                 "record_route_on", "track_dialog_on", "phase")
 
     destination: str | None
+    #: Path URIs for the Request-URI's branch (set by a registrar lookup, RFC 3327): they
+    #: become its topmost Route headers when relayed statefully.
+    path: tuple[str, ...]
     outcome: Reply | Forward | Relay | Drop | None
     #: The server transaction (``siprouter.proxy.tm``) this request belongs to, if any.
     transaction: object | None

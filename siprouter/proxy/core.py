@@ -255,6 +255,7 @@ class ProxyCore:
     def _on_request(self, req: ProxyRequest) -> None:
         req.outcome = None
         req.destination = None
+        req.path = ()
         req.transaction = None
         req.branches = None
         req.record_route_on = False

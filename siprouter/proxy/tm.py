@@ -515,7 +515,7 @@ class TransactionManager:
         if relay.targets:
             targets = list(relay.targets)
         else:
-            targets = [BranchTarget(req.ruri, req.destination, None)]
+            targets = [BranchTarget(req.ruri, req.destination, None, req.path)]
         if req.branches:
             targets.extend(req.branches)
             req.branches = None
@@ -547,6 +547,8 @@ class TransactionManager:
         if target.uri != bm.ruri:
             bm.set_ruri(target.uri)
         bm.destination = target.destination if target.destination is not None else bm.destination
+        if target.path:
+            _add_path_routes(bm, target.path)
 
         def then(msg: Any) -> None:
             if type(msg.outcome) is Drop:
@@ -577,6 +579,8 @@ class TransactionManager:
             bm = req.copy()
             if target.uri != bm.ruri:
                 bm.set_ruri(target.uri)
+            if target.path:
+                _add_path_routes(bm, target.path)
             destination = target.destination if target.destination is not None else req.destination
         else:
             destination = bm.destination
@@ -1011,6 +1015,13 @@ class _DialogTimer:
     def on_timer(self, now: float) -> None:
         self.tm.dialogs.expire(now)
         self.tm._schedule_dialogs()
+
+
+def _add_path_routes(bm: Any, path: tuple[str, ...]) -> None:
+    """RFC 3327 §5.3: a request to a contact registered with Path gets the Path URIs as
+    its topmost Route headers, in order, so it follows the path back to the UA."""
+    for uri in reversed(path):
+        bm.insert_header_first("Route", uri if uri.startswith("<") else f"<{uri}>")
 
 
 def _q_groups(targets: list[BranchTarget]) -> list[list[BranchTarget]]:

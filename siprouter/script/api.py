@@ -179,16 +179,20 @@ class Request(ProxyRequest):
                            fr_timer=fr_timer, fr_inv_timer=fr_inv_timer, on_3xx=on_3xx))
 
     def append_branch(self, uri: str, *, destination: str | None = None,
-                      q: float | None = None) -> None:
+                      q: float | None = None, path: Iterable[str] = ()) -> None:
         """Add a branch for the next ``relay()`` (Kamailio ``append_branch``): its
-        Request-URI, optional next hop and q-value (for ``relay(serial=True)``)."""
+        Request-URI, optional next hop, q-value (for ``relay(serial=True)``) and Path
+        URIs (RFC 3327: they become the branch's topmost Route headers)."""
         self._phase("append_branch")
         if q is not None and not (isinstance(q, int | float) and 0 <= q <= 1):
             raise LocalProtocolError(f"q must be a number from 0 to 1, not {q!r}")
+        if isinstance(path, str):
+            raise LocalProtocolError("path is a sequence of URIs, not one string")
         if getattr(self, "branches", None) is None:
             self.branches = []
         self.branches.append(BranchTarget(str(uri), None if destination is None else str(destination),
-                                          None if q is None else float(q)))
+                                          None if q is None else float(q),
+                                          tuple(str(p) for p in path)))
 
     def record_route(self) -> None:
         """Put this proxy on the dialog's route (RFC 3261 §16.6 step 4, Kamailio

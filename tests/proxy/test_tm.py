@@ -545,3 +545,21 @@ async def test_a_finished_transaction_is_not_kept_alive_by_its_stale_timer_entri
     assert len(t.timers) > 0
     gc.collect()
     assert ref() is None
+
+
+async def test_path_becomes_the_branchs_route_headers() -> None:
+    # RFC 3327 §5.3: a contact registered through an edge proxy is reached through it:
+    # the stored Path URIs go on top as Route headers, and the first one is the next hop.
+    t = ScriptTester(script('''
+def request_route(req, ctx):
+    req.path = ("sip:10.9.0.1:5070;lr", "sip:10.9.0.2;lr")
+    req.append_branch("sip:bob@10.0.0.3", path=["<sip:10.9.0.3:5090;lr>"])
+    req.relay()
+'''))
+    _, out = await invite(t)
+    (first, dest1), (second, dest2) = out.requests
+    assert first.header_all("Route")[:2] == ["<sip:10.9.0.1:5070;lr>", "<sip:10.9.0.2;lr>"]
+    assert (dest1.host, dest1.port) == ("10.9.0.1", 5070)
+    assert second.ruri == "sip:bob@10.0.0.3"
+    assert second.header_all("Route") == ["<sip:10.9.0.3:5090;lr>"]
+    assert (dest2.host, dest2.port) == ("10.9.0.3", 5090)
