@@ -153,9 +153,13 @@ class ProxyCore:
                     pass
                 else:
                     if self.tm is not None and type(msg) is self._request_cls \
-                            and msg.method == "INVITE" and msg.phase == "request_route":
-                        # The script waits for something: the INVITE's transaction starts
-                        # now (retransmissions absorbed, 100 Trying after 200 ms).
+                            and msg.phase == "request_route" \
+                            and msg.method not in ("ACK", "CANCEL"):
+                        # The script waits for something (a database, a DNS answer): the
+                        # request's server transaction starts now, so its retransmissions
+                        # are absorbed rather than run through the script again (a
+                        # REGISTER would be saved twice, a nonce count seen twice), and
+                        # an INVITE gets 100 Trying after 200 ms (§17.2.1).
                         with contextlib.suppress(SipParseError):
                             self.tm.begin(msg)
                     fut = asyncio.ensure_future(self._resume(result, yielded, msg, then, failed))

@@ -281,14 +281,32 @@ class Context:
     ``domains``: the domains this server is responsible for (configured ones only).
     ``next_hop``: the configured outbound next hop URI, or None.
     ``log``: the script's logger.
+
+    The feature modules the server runs are attributes: ``ctx.auth``, ``ctx.registrar``,
+    ``ctx.location`` … (``siprouter.modules``); ``ctx.modules`` maps their names to them.
     """
 
     def __init__(self, core: ProxyCore | None = None, *, params: Mapping[str, Any] | None = None,
-                 next_hop: str | None = None, log: logging.Logger | None = None) -> None:
+                 next_hop: str | None = None, log: logging.Logger | None = None,
+                 modules: Mapping[str, Any] | None = None) -> None:
         self._core = core
         self.params = dict(params or {})
         self.next_hop = next_hop
         self.log = log or logging.getLogger("siprouter.script")
+        self.modules: dict[str, Any] = dict(modules or {})
+        for name, module in self.modules.items():
+            if name in _CONTEXT_NAMES:
+                raise LocalProtocolError(f"a module cannot be called {name!r}: Context has that name")
+            setattr(self, name, module)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not set: a module this server does not run.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        loaded = ", ".join(sorted(self.__dict__.get("modules", {}))) or "none"
+        raise AttributeError(
+            f"ctx.{name}: no module {name!r} is loaded in this server (loaded: {loaded}); "
+            "modules are set up from siprouter.toml")
 
     @property
     def dialogs(self) -> DialogTracker | None:
@@ -328,16 +346,23 @@ class Context:
         return self._core.loose_route(req)
 
 
+# Names a module may not take (they are Context's own).
+_CONTEXT_NAMES = frozenset({"params", "next_hop", "log", "modules", "dialogs", "domains",
+                            "is_myself", "transaction_of", "loose_route"})
+
+
 def make_proxy_core(transport: Any, *, myself: Myself, script: Any = None,
                     params: Mapping[str, Any] | None = None, next_hop: str | None = None,
                     secret: bytes | None = None, timers: Timers | None = None,
-                    timer_queue: Any = None) -> ProxyCore:
+                    timer_queue: Any = None, modules: Mapping[str, Any] | None = None) -> ProxyCore:
     """A ``ProxyCore`` that parses into this module's ``Request``/``Response`` (with the
-    script verbs), hands route functions a ``Context`` and has the transaction layer
-    and dialog tracker — what the server and the testing kit run."""
+    script verbs), hands route functions a ``Context`` (with ``modules`` as its
+    attributes) and has the transaction layer and dialog tracker — what the server and
+    the testing kit run."""
     core = ProxyCore(
         transport, myself=myself, script=script, request_cls=Request, response_cls=Response,
-        context_factory=lambda core: Context(core, params=params, next_hop=next_hop),
+        context_factory=lambda core: Context(core, params=params, next_hop=next_hop,
+                                             modules=modules),
         secret=secret)
     core.tm = TransactionManager(core, timers, queue=timer_queue, dialogs=DialogTracker())
     return core

@@ -203,6 +203,8 @@ class ScriptTester:
     :param params: ``ctx.params``. :param next_hop: ``ctx.next_hop``.
     :param raise_errors: re-raise an exception from the script out of ``request`` /
         ``response`` (default); when False the core's handling is observed (a 500).
+    :param modules: the feature modules the script sees as ``ctx.<name>`` (e.g.
+        ``{"registrar": Registrar(Location(None)), "location": …, "auth": Auth(db, …)}``).
     :raises ScriptError: the script does not load.
     :raises ValueError: a bad ``listen`` entry.
     """
@@ -211,7 +213,8 @@ class ScriptTester:
                  *, domains: Iterable[str] = (), listen: Iterable[str] = ("udp:127.0.0.1:5060",),
                  hostname: str | None = "sip.test", params: Mapping[str, Any] | None = None,
                  next_hop: str | None = None, raise_errors: bool = True,
-                 secret: bytes = b"siprouter-testing", timers: Timers | None = None) -> None:
+                 secret: bytes = b"siprouter-testing", timers: Timers | None = None,
+                 modules: Mapping[str, Any] | None = None) -> None:
         sockets = [ListenSocket(*parse_socket_spec(spec)) for spec in listen]
         if not sockets:
             raise ValueError("listen: at least one socket is needed (e.g. \"udp:127.0.0.1:5060\")")
@@ -223,7 +226,7 @@ class ScriptTester:
         self.timers = ManualTimerQueue()
         self.core = make_proxy_core(self.transport, myself=self.myself,
                                     params=dict(params or {}), next_hop=next_hop, secret=secret,
-                                    timers=timers, timer_queue=self.timers)
+                                    timers=timers, timer_queue=self.timers, modules=modules)
         self.script: LoadedScript
         self.set_script(script)
 

@@ -5,6 +5,7 @@ CANCEL, timeouts, retransmissions, Record-Route, failure handlers, phases."""
 
 from __future__ import annotations
 
+import asyncio
 import types
 
 import pytest
@@ -563,3 +564,40 @@ def request_route(req, ctx):
     assert second.ruri == "sip:bob@10.0.0.3"
     assert second.header_all("Route") == ["<sip:10.9.0.3:5090;lr>"]
     assert (dest2.host, dest2.port) == ("10.9.0.3", 5090)
+
+
+async def test_a_request_whose_script_waits_absorbs_its_retransmissions() -> None:
+    # A REGISTER whose script awaits the database must not run through the script a
+    # second time when the phone retransmits it (a nonce count would be seen twice, a
+    # binding saved twice); once answered, a retransmission gets the same answer.
+    t = ScriptTester(script('''
+import asyncio
+runs = []
+gate = asyncio.Event()
+async def request_route(req, ctx):
+    runs.append(req.method)
+    await gate.wait()
+    req.reply(200, "Saved")
+'''))
+    text = sip_text(make_request("REGISTER", "sip:example.com"))
+    src = t.source("udp:192.0.2.10:5060")
+    t.core.on_message(text, src)
+    t.core.on_message(text, src)  # retransmitted while the script waits
+    await asyncio.sleep(0)
+    t.script.module.gate.set()
+    await t.core.drain()
+    assert t.script.module.runs == ["REGISTER"]
+    assert [m.status for m, _ in _responses(t.transport.sent)] == [200]
+    t.core.on_message(text, src)  # retransmitted after the answer
+    await t.core.drain()
+    assert [m.status for m, _ in _responses(t.transport.sent)] == [200, 200]
+    assert t.script.module.runs == ["REGISTER"]
+
+
+def _responses(sent):
+    out = []
+    for data, target in sent:
+        msg = parse_message(data)
+        if not hasattr(msg, "method"):
+            out.append((msg, target))
+    return out
