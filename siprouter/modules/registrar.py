@@ -570,11 +570,8 @@ class Registrar:
         req.set_ruri(first.contact)
         _route(req, first)
         for b in usable[1:]:
-            destination = None if b.path else b.received
-            if b.path:
-                req.append_branch(b.contact, destination=destination, q=b.q, path=b.path)
-            else:
-                req.append_branch(b.contact, destination=destination, q=b.q)
+            req.append_branch(b.contact, destination=None if b.path else b.received, q=b.q,
+                              path=b.path)
         return LookupResult(None, usable)
 
     async def registered(self, req_or_aor: Any) -> bool:
@@ -614,9 +611,7 @@ def _route(req: Any, b: Binding) -> None:
     URI is the next hop, RFC 3327 §5.3); else the stored received address, or none."""
     if b.path:
         req.set_destination(None)
-        req.path = b.path
     else:
         req.set_destination(b.received)
-        if getattr(req, "path", None):
-            req.path = ()
+    req.path = b.path
 
