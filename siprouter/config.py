@@ -51,6 +51,7 @@ __all__ = [
     "TransportConfig",
     "DatabaseConfig",
     "TransactionConfig",
+    "MgmtConfig",
     "ListenSpec",
     "DEFAULT_LISTEN",
     "DEFAULT_SCRIPT",
@@ -532,6 +533,73 @@ class TransactionConfig:
         default=180.0, default_doc="180")
 
 
+def _check_mgmt_listen(value: Any, ctx: _Context) -> str:
+    from siprouter.mgmt.endpoints import parse_listen
+
+    expected = 'expected HOST:PORT such as "127.0.0.1:5080" (IPv6 in brackets), or "" for no HTTP'
+    if not isinstance(value, str):
+        raise _Invalid(expected)
+    if value:
+        try:
+            parse_listen(value)
+        except ValueError:
+            raise _Invalid(expected) from None
+    return value
+
+
+def _check_mgmt_socket(value: Any, ctx: _Context) -> Path | str:
+    if not isinstance(value, str):
+        raise _Invalid('expected a file path, or "" for no UNIX socket')
+    return _resolve_path(value, ctx) if value else ""
+
+
+def _check_token(value: Any, ctx: _Context) -> str:
+    if (not isinstance(value, str) or len(value) < 16
+            or any(c.isspace() or not c.isprintable() for c in value)):
+        raise _Invalid("expected a secret of at least 16 printable characters without spaces "
+                       "(e.g. the output of `openssl rand -hex 16`)")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class MgmtConfig:
+    """[mgmt]: management over JSON-RPC 2.0 (`siprouter rpc`, `siprouter ul …`; docs/rpc.md)."""
+
+    enabled: bool = _opt(
+        _check_bool,
+        "Serve management commands (over `http_listen` and `unix_socket`).",
+        "boolean",
+        default=True,
+        default_doc="true",
+    )
+    http_listen: str = _opt(
+        _check_mgmt_listen,
+        "`HOST:PORT` of the HTTP listener (`POST /RPC`); `\"\"` for none. An address other "
+        "than loopback needs `token`. When the default port is taken, the server logs a "
+        "warning and runs without HTTP management; an address set to anything else must be free.",
+        "string",
+        default="127.0.0.1:5080",
+        default_doc='"127.0.0.1:5080"',
+    )
+    unix_socket: Path | str | None = _opt(
+        _check_mgmt_socket,
+        "Path of the local UNIX socket (mode 0600; no token needed) that the `siprouter` "
+        "command uses; `\"\"` for none. A relative path is relative to the directory of the "
+        "configuration file.",
+        "string (path)",
+        default=None,
+        default_doc="`siprouter.sock` in `server.data_dir`",
+    )
+    token: str | None = _opt(
+        _check_token,
+        "Secret that HTTP clients send as `Authorization: Bearer TOKEN` (at least 16 "
+        "characters). When set, every HTTP request needs it; the UNIX socket never does.",
+        "string",
+        default=None,
+        default_doc="unset",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``source`` is the file it was read from (None: embedded
@@ -543,6 +611,7 @@ class Config:
     transport: TransportConfig = field(default_factory=TransportConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     transaction: TransactionConfig = field(default_factory=TransactionConfig)
+    mgmt: MgmtConfig = field(default_factory=MgmtConfig)
     source: Path | None = None
 
     @property
@@ -559,6 +628,7 @@ _SECTIONS: dict[str, type] = {
     "transport": TransportConfig,
     "database": DatabaseConfig,
     "transaction": TransactionConfig,
+    "mgmt": MgmtConfig,
 }
 
 

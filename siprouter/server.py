@@ -11,8 +11,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import Any
 
 from siprouter.config import Config, ConfigError
+from siprouter.mgmt.commands import mgmt_for_server
+from siprouter.mgmt.errors import MgmtConfigError
 from siprouter.proxy.core import ProxyCore
 from siprouter.proxy.myself import Myself
 from siprouter.script.api import make_proxy_core
@@ -38,6 +41,8 @@ class Server:
         self.core: ProxyCore | None = None
         self.transport: TransportManager | None = None
         self.reloader: ScriptReloader | None = None
+        #: The management listener (``siprouter.mgmt.MgmtServer``); None when disabled.
+        self.mgmt: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -49,6 +54,12 @@ class Server:
         except ValueError as e:
             raise ConfigError(str(cfg.source or "configuration"), "transaction", None,
                               str(e)) from None
+        # [mgmt] is checked now, before any socket opens; it listens once the core runs.
+        try:
+            self.mgmt = mgmt_for_server(self)
+        except MgmtConfigError as e:
+            raise ConfigError(str(cfg.source or "configuration"), e.key, e.value,
+                              e.expected) from None
         core = make_proxy_core(None, myself=Myself(cfg.server.domains, (), cfg.server.hostname),
                                params=dict(cfg.routing.params), next_hop=cfg.routing.next_hop,
                                timers=timers)
@@ -74,6 +85,8 @@ class Server:
                             is_local_ip=transport.is_local)
         self.core, self.transport = core, transport
         log.info("listening on %s", ", ".join(str(s) for s in transport.sockets))
+        if self.mgmt is not None:
+            await self.mgmt.start()
 
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -82,6 +95,8 @@ class Server:
             self._tasks.append(asyncio.ensure_future(self.reloader.run()))
 
     async def stop(self) -> None:
+        if self.mgmt is not None:
+            await self.mgmt.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -107,7 +122,7 @@ async def serve(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
-    except ScriptError as e:
+    except (ScriptError, ConfigError) as e:
         log.error("%s", e)
         await server.stop()
         return 2
