@@ -275,7 +275,9 @@ class Registrar:
         inow = int(now)
         try:
             if aor_text is None:
-                aor = self.aor_of_uri(req.to.uri)
+                to_uri = req.to.uri
+                # §10.2: "This address-of-record MUST be a SIP URI or SIPS URI."
+                aor = self.aor_of_uri(to_uri) if type(to_uri) is SipUri else None
             else:
                 aor = self.aor_of(aor_text)
             if not aor:
