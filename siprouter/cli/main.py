@@ -173,3 +173,4 @@ main.add_command(_db_command)
 from siprouter.cli.user import user as _user_command  # noqa: E402
 
 main.add_command(_user_command)
+from siprouter.cli import rpc as _rpc_commands  # noqa: E402, F401  (registers rpc and ul)
