@@ -11,9 +11,10 @@ How this works
 --------------
 *Nonces* need no database and no per-nonce memory. A nonce is 30 bytes in base64 (40
 characters): creation time, expiry time, an index, this instance's id (four big-endian
-32-bit numbers) and the first 14 bytes of HMAC-SHA256(secret, those 16 bytes). A nonce
-whose HMAC is wrong was not made here (or not with this secret): the request gets a
-fresh challenge. One whose expiry has passed, or that claims to be made more than
+32-bit numbers) and a 14-byte MAC of those 16 bytes: keyed BLAKE2s (RFC 7693 §2.5, a
+MAC by construction; a quarter of HMAC-SHA256's cost in CPython, where HMAC sets up two
+OpenSSL contexts per call), keyed with a hash of ``secret``. A nonce whose MAC is wrong
+was not made here (or not with this secret): the request gets a fresh challenge. One whose expiry has passed, or that claims to be made more than
 ``nonce_auth_max_drift`` seconds in the future, is *stale*: when the digest is right for
 it, the challenge says ``stale=true`` and the client retries with the new nonce without
 asking its user (RFC 7616 §3.3: stale only "with a valid digest for that nonce"). The
@@ -37,7 +38,7 @@ replayed until their nonce expires (``nonce_expire``, 300 s).
 
 *Credentials* are checked in this order, the cheap checks first so that garbage never
 reaches the database: the Digest credentials for the realm (none: challenge; malformed:
-400), an algorithm we offer, qop rules, the nonce's HMAC (bad: challenge), the digest
+400), an algorithm we offer, qop rules, the nonce's MAC (bad: challenge), the digest
 ``uri`` against the Request-URI as URIs (RFC 3261 §22.4 asks the server to check the
 request is the one the credentials were made for; a mismatch is 400), then one
 ``Storage.select`` on the subscriber table, the response, the nonce's age and the
@@ -54,6 +55,7 @@ takes effect at once. ``calculate_ha1`` reads the plain ``password`` column; wit
 from __future__ import annotations
 
 import binascii
+import hashlib
 import hmac
 import logging
 import secrets
@@ -131,7 +133,7 @@ class Auth:
     """Digest authentication (RFC 3261 §22, RFC 7616) against ``storage``'s subscriber
     table; see the module docstring.
 
-    :param secret: key of the nonces' HMAC; servers that share it accept each other's
+    :param secret: key of the nonces' MAC; servers that share it accept each other's
         nonces. At least 16 bytes.
     :param nonce_expire: seconds a nonce is good for (Kamailio's ``nonce_expire``).
     :param algorithms: the algorithms challenges offer, most preferred first: "MD5",
@@ -198,7 +200,7 @@ class Auth:
         self.nonce_auth_max_drift = nonce_auth_max_drift
         self.table = table
         self.clock = clock
-        self._secret = secret
+        self._mac_key = hashlib.blake2s(secret, person=b"sipnonce").digest()
         self._instance = secrets.randbits(32)
         self._index = secrets.randbits(32)
         self._track = nonce_count or one_time_nonce
@@ -216,13 +218,13 @@ class Auth:
         now = int(self.clock())
         index = self._index = (self._index + 1) & 0xFFFFFFFF
         body = _NONCE_BODY.pack(now, now + self.nonce_expire, index, self._instance)
-        mac = hmac.digest(self._secret, body, "sha256")[:_NONCE_MAC_BYTES]
+        mac = hashlib.blake2s(body, key=self._mac_key, digest_size=_NONCE_MAC_BYTES).digest()
         if self._track:
             self._nc[index & self._nc_mask] = 0
         return binascii.b2a_base64(body + mac, newline=False).decode("ascii")
 
     def _open_nonce(self, nonce: str) -> tuple[int, int, int, int] | None:
-        """(created, expires, index, instance) of a nonce made with our secret, else None."""
+        """(created, expires, index, instance) of a nonce made with our key, else None."""
         if len(nonce) != _NONCE_TEXT_LEN:
             return None
         try:
@@ -230,7 +232,7 @@ class Auth:
         except (binascii.Error, ValueError):
             return None
         body = raw[:16]
-        mac = hmac.digest(self._secret, body, "sha256")[:_NONCE_MAC_BYTES]
+        mac = hashlib.blake2s(body, key=self._mac_key, digest_size=_NONCE_MAC_BYTES).digest()
         if not hmac.compare_digest(mac, raw[16:]):
             return None
         return _NONCE_BODY.unpack(body)  # type: ignore[return-value]

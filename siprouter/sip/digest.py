@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -163,6 +164,30 @@ def _decode_ext_value(text: str, what: str, value: str) -> str:
         raise SipParseError(f"Bad {what}", 400, f"username* not UTF-8: {value[:120]!r}") from None
 
 
+# The shape nearly every client sends: ``Digest`` SP, then ``name=token`` or
+# ``name="text"`` items separated by commas with optional SP/HTAB around them; no
+# quoted-pairs, no line folding. One C-level scan (findall) cuts the items; a character
+# that is not part of an item comes out as a one-character "junk" match with an empty
+# name, which sends the value to the full grammar (headers.parse_auth) — as does a
+# repeated name. The full grammar also produces the error for malformed values.
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_QDTEXT = r'[^"\\\x00-\x08\x0a-\x1f\x7f]*'
+_FAST_ITEMS = re.compile(
+    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"({_QDTEXT})"|({_TOKEN}))[ \t]*(?:,|\Z)|(.)', re.S)
+
+
+def _fast_params(value: str) -> dict[str, str] | None:
+    """The parameters of a Digest value in the common shape, or None when it is not in
+    that shape (or repeats a name)."""
+    if value[:7].lower() != "digest " or value.rstrip(" \t")[-1:] == ",":
+        return None
+    items = _FAST_ITEMS.findall(value, 7)
+    params = {name.lower(): quoted or token for name, quoted, token, _ in items}
+    if len(params) != len(items) or "" in params or not params:
+        return None
+    return params
+
+
 def parse_credentials(value: str, what: str = "Authorization") -> DigestCredentials:
     """Parse a Digest Authorization / Proxy-Authorization value (RFC 7616 §3.4,
     RFC 3261 §25.1 ``digest-response``).
@@ -173,10 +198,15 @@ def parse_credentials(value: str, what: str = "Authorization") -> DigestCredenti
         response of the wrong length for its algorithm, or ``username`` together with
         ``username*``.
     """
-    generic = parse_auth(value, what)
-    if generic.scheme.lower() != "digest":
-        raise SipParseError(f"Bad {what}", 400, f"not Digest: {value[:60]!r}")
-    p = generic.params
+    p = _fast_params(value)
+    if p is not None:
+        raw = value
+    else:
+        generic = parse_auth(value, what)
+        if generic.scheme.lower() != "digest":
+            raise SipParseError(f"Bad {what}", 400, f"not Digest: {value[:60]!r}")
+        p = generic.params
+        raw = generic.raw
 
     def bad(why: str) -> SipParseError:
         return SipParseError(f"Bad {what}", 400, f"{why}: {value[:120]!r}")
@@ -236,7 +266,7 @@ def parse_credentials(value: str, what: str = "Authorization") -> DigestCredenti
     cred.opaque = p.get("opaque")
     cred.userhash = userhash is not None and userhash.lower() == "true"
     cred.params = p
-    cred.raw = generic.raw
+    cred.raw = raw
     return cred
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from siprouter.sip.digest import (
     ALGORITHMS,
+    _fast_params,
     compute_ha1,
     compute_response,
     format_challenge,
@@ -17,7 +20,7 @@ from siprouter.sip.digest import (
     parse_credentials,
 )
 from siprouter.sip.errors import LocalProtocolError, SipParseError
-from siprouter.sip.headers import parse_challenge
+from siprouter.sip.headers import parse_auth, parse_challenge, quote_string
 
 # RFC 7616 §3.9.1: the same request with MD5 and with SHA-256.
 RFC7616_NONCE = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v"
@@ -185,6 +188,60 @@ class TestParse:
             parse_credentials(value, "Proxy-Authorization")
         assert info.value.status_hint == 400
         assert info.value.reason == "Bad Proxy-Authorization"
+
+
+class TestFastPath:
+    """parse_credentials cuts the common shape with one regular expression and leaves
+    everything else to headers.parse_auth: both must agree wherever the fast one answers."""
+
+    @pytest.mark.parametrize("value", [
+        'Digest username="a", realm="r", nonce="n", uri="sip:r", response="x"',
+        'Digest username="a",realm="r",nonce="n"',
+        'digest  username = "a" ,\trealm=r , nc=00000001',
+        'DIGEST UserName="a", Opaque=""',
+        'Digest realm="a, b", nonce="n"',  # comma inside quotes
+        'Digest realm="a \\"b\\"", nonce="n"',  # quoted-pair
+        'Digest realm="é", nonce="n"',  # UTF-8 in a quoted string
+        'Digest uri="sip:a;transport=udp?x=y", nonce="n"',
+        'Digest a=b,',  # trailing comma: an error
+        'Digest a=b c=d',
+        'Digest a=b, a=c',  # repeated: an error
+        'Digest a="b',
+        "Digest a=",
+        "Digest =b",
+        "Digest ,a=b",
+        'Digest a="x\x01y"',
+        "Basic a=b",
+    ])
+    def test_agrees_with_the_full_grammar(self, value):
+        fast = _fast_params(value)
+        try:
+            full = parse_auth(value).params
+        except SipParseError:
+            full = None
+        if fast is not None:
+            assert fast == full
+
+    def test_common_shape_takes_the_fast_path(self):
+        assert _fast_params(rfc7616_authorization("MD5", MD5_RESPONSE)) is not None
+
+    @given(st.dictionaries(
+        st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",
+                min_size=1, max_size=8),
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+                max_size=12),
+        min_size=1, max_size=6),
+        st.sampled_from([",", ", ", " ,", " , ", ",\t"]))
+    def test_round_trip(self, params, separator):
+        lowered = {}
+        for name, value in params.items():
+            lowered.setdefault(name.lower(), (name, value))
+        text = "Digest " + separator.join(f"{name}={quote_string(value)}"
+                                          for name, value in lowered.values())
+        expected = {key: value for key, (_, value) in lowered.items()}
+        assert parse_auth(text).params == expected
+        fast = _fast_params(text)
+        assert fast is None or fast == expected
 
 
 class TestChallenge:
