@@ -466,6 +466,22 @@ class Location:
         if self.db_mode == 3:
             await self._db_change(aor, put, delete)
             return
+        self.apply(aor, put, delete)
+        pending = self._pending
+        if self.db_mode == 1 and pending:
+            # Write-through: this change now; older queued ones (a database that failed
+            # before) are the timer's.
+            touched = {b.ruid for b in delete} | {b.ruid for b in put}
+            batch = {r: pending.pop(r) for r in touched if r in pending}
+            if batch:
+                await self._write(batch)
+
+    def apply(self, aor: str, put: Iterable[Binding] = (), delete: Iterable[Binding] = ()) -> None:
+        """The memory part of :meth:`change` (modes 0-2), without awaiting anything: in
+        mode 2 the change is queued for the flush; in mode 1 it is queued too and
+        :meth:`change` writes it (call ``change`` in modes 1 and 3)."""
+        if self.db_mode == 3:
+            raise LocalProtocolError("location.apply() is for db_mode 0-2; use change()")
         records = self._records
         lst = records.get(aor)
         pending = self._pending if self.db_mode else None
@@ -502,13 +518,6 @@ class Location:
         if lst is not None and not lst:
             del records[aor]
         self._n_contacts = n
-        if self.db_mode == 1 and pending:
-            # Write-through: this change now; older queued ones (a database that failed
-            # before) are the timer's.
-            touched = {b.ruid for b in delete} | {b.ruid for b in put}
-            batch = {r: pending.pop(r) for r in touched if r in pending}
-            if batch:
-                await self._write(batch)
 
     # -- expiry --------------------------------------------------------------------------
 

@@ -132,6 +132,37 @@ class _Refused(Exception):
         self.headers = headers
 
 
+# The headers save reads besides the typed ones (canonical keys of the message layer).
+_READ_HEADERS = frozenset(("call-id", "path", "user-agent", "allow", "supported"))
+
+
+def _supports_path(supported: list[str]) -> bool:
+    """Does a Supported header list the ``path`` option tag (RFC 3327 §4)?"""
+    for value in supported:
+        for tag in value.split(","):
+            if tag.strip().lower() == "path":
+                return True
+    return False
+
+
+_ALLOW_CACHE: dict[str, int] = {}
+_ALLOW_CACHE_LIMIT = 256  # phones of a few models send a few distinct Allow values
+
+
+def _allow_mask(values: list[str]) -> int | None:
+    """The method bitmap of a request's Allow headers (None: no Allow, every method)."""
+    if not values:
+        return None
+    key = values[0] if len(values) == 1 else ",".join(values)
+    mask = _ALLOW_CACHE.get(key)
+    if mask is None:
+        mask = methods_mask(v for a in values for v in split_values(a))
+        if len(_ALLOW_CACHE) >= _ALLOW_CACHE_LIMIT:
+            _ALLOW_CACHE.clear()
+        _ALLOW_CACHE[key] = mask
+    return mask
+
+
 def _format_q(q: float) -> str:
     text = f"{q:.3f}".rstrip("0").rstrip(".")
     return text or "0"
@@ -284,10 +315,35 @@ class Registrar:
                 raise _Refused(400, "No User in To URI")
             contacts = req.contacts
             expires_header = req.expires
-            callid = req.call_id
             cseq = req.cseq.seq
         except SipParseError as exc:
             raise _Refused(400, exc.reason) from None
+        # The other headers save reads, in one pass over the header fields ([key, name,
+        # value, …], the layout proxy/sanity.py reads too) instead of one scan each.
+        callid = None
+        path_values: list[str] = []
+        user_agent = ""
+        allow: list[str] = []
+        supported: list[str] = []
+        for f in req.fields:
+            key = f[0]
+            if key in _READ_HEADERS:
+                value = f[2]
+                if value is None:
+                    continue
+                if key == "call-id":
+                    if callid is None:
+                        callid = value
+                elif key == "path":
+                    path_values.append(value)
+                elif key == "user-agent":
+                    user_agent = user_agent or value
+                elif key == "allow":
+                    allow.append(value)
+                else:
+                    supported.append(value)
+        if callid is None:
+            raise _Refused(400, "Missing Call-ID")
         user, at, domain = aor.rpartition("@")
         if len(user if at else aor) > MAX_AOR_PART_LEN or len(domain) > MAX_AOR_PART_LEN:
             raise _Refused(500, "Address Of Record Too Long")
@@ -300,8 +356,8 @@ class Registrar:
             existing = await location.get(aor, include_expired=True)
 
         # §10.3 step 6: "*" removes every binding.
-        if contacts and type(contacts[0]) is ContactStar or any(
-                type(c) is ContactStar for c in contacts):
+        if contacts and (type(contacts[0]) is ContactStar or len(contacts) > 1 and any(
+                type(c) is ContactStar for c in contacts)):
             if len(contacts) != 1 or expires_header != 0:
                 raise _Refused(400, "Invalid Contact *")
             gone = []
@@ -314,27 +370,25 @@ class Registrar:
             if gone:
                 await location.change(aor, delete=gone)
             kept = [b for b in existing if all(b is not g for g in gone)]
-            return self._answer(req, aor, kept, now, ())
+            return self._answer(kept, now, (), supported)
 
         if not contacts:
             # A query (§10.3 step 8 with no Contact): the current bindings.
-            return self._answer(req, aor, existing, now, ())
+            return self._answer(existing, now, (), supported)
 
         if len(callid) > MAX_CALLID_LEN:
             raise _Refused(400, "Call-ID Too Long")
 
         # RFC 3327: the Path of this registration (outermost proxy last).
         path: tuple[str, ...] = ()
-        path_values: list[str] = []
         path_received: str | None = None
-        if self.use_path:
-            path_values = req.header_all("Path")
-            if path_values:
-                path, path_received = self._path_of(req, path_values)
+        if not self.use_path:
+            path_values = []
+        elif path_values:
+            path, path_received = self._path_of(path_values, supported)
 
         source = req.source
         socket = str(source.local) if source is not None and source.local is not None else None
-        user_agent = req.header("User-Agent") or ""
         if len(user_agent) > MAX_USER_AGENT_LEN:
             user_agent = user_agent[:MAX_USER_AGENT_LEN]
         if user_agent:
@@ -398,7 +452,7 @@ class Registrar:
 
             if not e:
                 if match is not None:
-                    current = [x for x in current if x is not match]
+                    del current[current.index(match)]
                     if match.ruid in touched:
                         puts = [p for p in puts if p is not match]
                     deletes.append(match)
@@ -417,14 +471,13 @@ class Registrar:
                 methods: int | None = methods_mask(methods_param.split(","))
             else:
                 if allow_mask == -1:
-                    allow = req.header_all("Allow")
-                    allow_mask = methods_mask(v for a in allow for v in split_values(a)) \
-                        if allow else None
+                    allow_mask = _allow_mask(allow)
                 methods = allow_mask
-            b = Binding(aor, contact, inow + e, c.q, callid, cseq, 0, 0, path, rcv, socket, user_agent, instance, reg_id, methods, inow,
+            b = Binding(aor, contact, inow + e, c.q, callid, cseq, 0, 0, path, rcv, socket,
+                        user_agent, instance, reg_id, methods, inow,
                         match.ruid if match is not None else location.new_ruid())
             if match is not None:
-                current = [b if x is match else x for x in current]
+                current[current.index(match)] = b  # bindings compare by identity
                 if match.ruid in touched:  # a second contact of this request, same binding
                     puts = [p for p in puts if p is not match]
             else:
@@ -440,12 +493,15 @@ class Registrar:
                 raise _Refused(*TOO_MANY_CONTACTS)
 
         if puts or deletes:
-            await location.change(aor, put=puts, delete=deletes)
+            if location.db_mode == 0 or location.db_mode == 2:
+                location.apply(aor, puts, deletes)  # memory only: no coroutine needed
+            else:
+                await location.change(aor, put=puts, delete=deletes)
         if memory:
-            current = location.get_cached(aor) or []
+            current = location.get_cached(aor) or ()
         else:
             current.sort(key=lambda b: (-(1.0 if b.q is None else b.q), -b.last_modified))
-        return self._answer(req, aor, current, now, path_values)
+        return self._answer(current, now, path_values, supported)
 
     def _check_expires(self, e: int) -> int:
         if e < self.min_expires:
@@ -457,7 +513,8 @@ class Registrar:
             e = self.max_expires
         return e
 
-    def _path_of(self, req: Any, values: list[str]) -> tuple[tuple[str, ...], str | None]:
+    def _path_of(self, values: list[str],
+                 supported: list[str]) -> tuple[tuple[str, ...], str | None]:
         try:
             hops = [na for v in values for na in parse_name_addr_list(v, "Path")]
         except SipParseError as exc:
@@ -465,7 +522,7 @@ class Registrar:
         path = tuple(na.uri.raw for na in hops)
         if sum(len(p) + 3 for p in path) > MAX_PATH_LEN:
             raise _Refused(400, "Path Too Long")
-        if self.path_mode == "strict" and not self._supports_path(req):
+        if self.path_mode == "strict" and not _supports_path(supported):
             # RFC 3327 §5.3 / Kamailio path_mode 2: a UA that does not know Path.
             raise _Refused(420, "Bad Extension", (("Unsupported", "path"),))
         received = None
@@ -473,14 +530,6 @@ class Registrar:
         if type(first) is SipUri:
             received = first.params.get("received") or None
         return path, received
-
-    @staticmethod
-    def _supports_path(req: Any) -> bool:
-        for value in req.header_all("Supported"):
-            for tag in value.split(","):
-                if tag.strip().lower() == "path":
-                    return True
-        return False
 
     @staticmethod
     def _received(uri: Any, source: Any) -> str | None:
@@ -499,8 +548,8 @@ class Registrar:
         host = f"[{ip}]" if ":" in ip else ip
         return f"sip:{host}:{source.port};transport={proto}"
 
-    def _answer(self, req: Any, aor: str, bindings: Any, now: float,
-                path_values: list[str]) -> list[tuple[str, str]]:
+    def _answer(self, bindings: Any, now: float, path_values: list[str] | tuple[()],
+                supported: list[str]) -> list[tuple[str, str]]:
         """The headers of the 200 OK: every unexpired binding with its seconds left
         (§10.3 step 8), Date, and Path when echoed (RFC 3327 §5.3)."""
         inow = int(now)
@@ -522,7 +571,7 @@ class Registrar:
         if parts:
             headers.append(("Contact", ", ".join(parts)))
         headers.append(("Date", self._date_header(now)))
-        if path_values and self.path_mode != "off" and self._supports_path(req):
+        if path_values and self.path_mode != "off" and _supports_path(supported):
             headers.append(("Path", ", ".join(path_values)))
         return headers
 
