@@ -523,8 +523,9 @@ class Location:
 
     async def purge_expired(self, now: float | None = None) -> int:
         """Remove the bindings that expired at ``now`` (default: the clock) from memory
-        and, in modes 1-3, from the table; return how many were removed from memory
-        (mode 3: from the table)."""
+        and, in modes 1-3, every expired row from the table (one statement; a database
+        that fails is logged and tried again next round); return how many bindings were
+        removed from memory (mode 3: rows from the table)."""
         if now is None:
             now = self.clock()
         if self.db_mode == 3:
@@ -550,7 +551,8 @@ class Location:
                     else:
                         removed += 1
                         if pending is not None:
-                            pending[b.ruid] = None
+                            # Its row goes with the table's other expired rows below.
+                            pending.pop(b.ruid, None)
                 if keep:
                     lst[:] = keep
                 else:
@@ -560,6 +562,14 @@ class Location:
         self._n_contacts -= removed
         if removed:
             log.debug("location: %d expired bindings purged", removed)
+        if self.db_mode:
+            # Every expired row, also those that expired while the server was down
+            # (never loaded): one statement.
+            try:
+                await self.storage.delete(  # type: ignore[union-attr]
+                    self.table, {"expires": Cond("<=", _to_datetime(now))})
+            except StorageError as exc:
+                log.warning("location: expired rows not deleted: %s", exc)
         return removed
 
     # -- database ------------------------------------------------------------------------

@@ -329,6 +329,11 @@ async def test_bindings_survive_a_restart(storage, db_mode):
         (loaded,) = await again.get("bob")
         assert _row_fields(loaded) == _row_fields(plain)
         assert (again.n_aors, again.n_contacts) == (2, 2)
+        # The row that expired while the server was down goes at the first purge.
+        assert await storage.count("location", {"username": "carol"}) == 1
+        await again.timer_round()
+        assert await storage.count("location", {"username": "carol"}) == 0
+        assert await storage.count("location") == 2
     finally:
         await again.stop()
 
