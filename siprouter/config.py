@@ -600,6 +600,120 @@ class MgmtConfig:
     )
 
 
+def _check_algorithms(value: Any, ctx: _Context) -> tuple[str, ...]:
+    expected = 'expected a non-empty list of "MD5" and/or "SHA-256", e.g. ["MD5"]'
+    if not isinstance(value, list) or not value:
+        raise _Invalid(expected)
+    names = []
+    for item in value:
+        if not isinstance(item, str) or item.upper() not in ("MD5", "SHA-256"):
+            raise _Invalid(expected)
+        names.append(item.upper())
+    return tuple(names)
+
+
+def _check_secret(value: Any, ctx: _Context) -> str | None:
+    if not isinstance(value, str) or len(value.encode()) < 16:
+        raise _Invalid("expected a string of at least 16 characters")
+    return value
+
+
+def _check_qop(value: Any, ctx: _Context) -> str:
+    if value not in ("auth", ""):
+        raise _Invalid('expected "auth" or "" (no qop, RFC 2069 style challenges)')
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class UsrlocConfig:
+    """[usrloc]: the location service, where registrations are kept (Kamailio's usrloc)."""
+
+    db_mode: int = _opt(
+        _int_range(0, 3),
+        "0: memory only (lost at restart); 1: write-through (every change is in the database "
+        "before the REGISTER is answered); 2: write-back (changes written every "
+        "`timer_interval` and at stop); 3: database only (several servers sharing one "
+        "database). In 1 and 2 registrations are loaded at start, so they survive a restart.",
+        "integer",
+        default=2,
+        default_doc="2",
+    )
+    timer_interval: float = _opt(
+        _positive_seconds(3600),
+        "Seconds between two rounds of the timer that removes expired bindings and, in "
+        "db_mode 2, writes changes to the database.", "number",
+        default=60.0, default_doc="60")
+    use_domain: bool = _opt(
+        _check_bool,
+        "Addresses of record are `user@domain` (multi-domain) instead of `user`; also "
+        "makes authentication match the subscriber's domain.", "boolean",
+        default=False, default_doc="false")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarConfig:
+    """[registrar]: REGISTER handling (RFC 3261 §10.3; Kamailio's registrar)."""
+
+    default_expires: int = _opt(
+        _int_range(0, 2**31 - 1),
+        "Seconds a binding lasts when the REGISTER gives neither an Expires header nor a "
+        "contact `expires` parameter.", "integer", default=3600, default_doc="3600")
+    min_expires: int = _opt(
+        _int_range(0, 2**31 - 1),
+        "Shortest registration granted (other than 0, which removes): see "
+        "`min_expires_mode`; 0: no minimum.", "integer",
+        default=60, default_doc="60")
+    min_expires_mode: str = _opt(
+        _choice(("raise", "reject")),
+        '"raise": a shorter registration is granted for `min_expires` seconds (Kamailio\'s '
+        'default; phones and test tools asking for 15 s still register); "reject": it gets '
+        "423 Interval Too Brief with Min-Expires (RFC 3261 §10.3 step 7).", "string",
+        default="raise", default_doc='"raise"')
+    max_expires: int = _opt(
+        _int_range(0, 2**31 - 1),
+        "Longest registration granted; longer ones are shortened to it; 0: no maximum.",
+        "integer", default=0, default_doc="0")
+    max_contacts: int = _opt(
+        _int_range(0, 10000),
+        "Most contacts one address of record may have; more are refused 403; 0: no limit.",
+        "integer", default=0, default_doc="0")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """[auth]: digest authentication of `siprouter user add` subscribers (RFC 7616; Kamailio's auth_db)."""
+
+    nonce_expire: int = _opt(
+        _int_range(1, 86400),
+        "Seconds a nonce is valid; an older one gets a new challenge with stale=true.",
+        "integer", default=300, default_doc="300")
+    algorithms: tuple[str, ...] = _opt(
+        _check_algorithms,
+        'Digest algorithms offered in challenges, preferred first: "MD5", "SHA-256" '
+        "(SHA-256 needs `calculate_ha1`, the plain password).", "array of strings",
+        default=("MD5",), default_doc='["MD5"]')
+    qop: str = _opt(
+        _check_qop, '`"auth"`, or `""` for challenges without qop.', "string",
+        default="auth", default_doc='"auth"')
+    calculate_ha1: bool = _opt(
+        _check_bool,
+        "true: the `password` column holds the plain password; false: use the `ha1` / "
+        "`ha1b` columns.", "boolean", default=True, default_doc="true")
+    accept_no_qop: bool = _opt(
+        _check_bool,
+        "Accept credentials without qop (RFC 2069 style, as some phones and libraries "
+        "send).", "boolean", default=True, default_doc="true")
+    nonce_count: bool = _opt(
+        _check_bool,
+        "Refuse a nonce count (nc) seen before: replay protection.", "boolean",
+        default=True, default_doc="true")
+    secret: str | None = _opt(
+        _check_secret,
+        "Key that signs nonces. Unset: a random one at each start (nonces given before a "
+        "restart are then answered with a new challenge). Set it when several servers share "
+        "the clients.", "string", default=None, default_doc="unset (random)")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``source`` is the file it was read from (None: embedded
@@ -611,6 +725,9 @@ class Config:
     transport: TransportConfig = field(default_factory=TransportConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     transaction: TransactionConfig = field(default_factory=TransactionConfig)
+    usrloc: UsrlocConfig = field(default_factory=UsrlocConfig)
+    registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     mgmt: MgmtConfig = field(default_factory=MgmtConfig)
     source: Path | None = None
 
@@ -628,6 +745,9 @@ _SECTIONS: dict[str, type] = {
     "transport": TransportConfig,
     "database": DatabaseConfig,
     "transaction": TransactionConfig,
+    "usrloc": UsrlocConfig,
+    "registrar": RegistrarConfig,
+    "auth": AuthConfig,
     "mgmt": MgmtConfig,
 }
 

@@ -10,17 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from siprouter.config import Config, ConfigError
 from siprouter.mgmt.commands import mgmt_for_server
 from siprouter.mgmt.errors import MgmtConfigError
+from siprouter.modules.auth import Auth
+from siprouter.modules.location import Location
+from siprouter.modules.registrar import Registrar
 from siprouter.proxy.core import ProxyCore
 from siprouter.proxy.myself import Myself
 from siprouter.script.api import make_proxy_core
 from siprouter.script.loader import ScriptError
 from siprouter.script.reload import ScriptReloader
+from siprouter.storage import Storage, StorageError, database_url, open_storage, url_scheme
 from siprouter.transaction.timers import Timers
 from siprouter.transport.manager import TransportLimits, TransportManager
 
@@ -43,6 +49,11 @@ class Server:
         self.reloader: ScriptReloader | None = None
         #: The management listener (``siprouter.mgmt.MgmtServer``); None when disabled.
         self.mgmt: Any = None
+        #: The database (``[database] url``) the modules keep their data in.
+        self.storage: Storage | None = None
+        #: The feature modules, by the name the script reaches them as (``ctx.<name>``);
+        #: their management commands are registered from here.
+        self.modules: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -60,9 +71,10 @@ class Server:
         except MgmtConfigError as e:
             raise ConfigError(str(cfg.source or "configuration"), e.key, e.value,
                               e.expected) from None
+        self.modules = await self._start_modules()
         core = make_proxy_core(None, myself=Myself(cfg.server.domains, (), cfg.server.hostname),
                                params=dict(cfg.routing.params), next_hop=cfg.routing.next_hop,
-                               timers=timers)
+                               timers=timers, modules=self.modules)
         # The reloader takes its change baseline at the first load, so an edit made
         # while we start is not missed.
         self.reloader = ScriptReloader(str(cfg.routing.script), core.set_script,
@@ -94,6 +106,39 @@ class Server:
         if cfg.routing.reload_on_change:
             self._tasks.append(asyncio.ensure_future(self.reloader.run()))
 
+    async def _start_modules(self) -> dict[str, Any]:
+        """Open the database and build the modules the script sees: ``auth``,
+        ``registrar`` and ``location``. The embedded SQLite database (and any SQLite or
+        db_text one) gets its tables created when they are missing, so ``siprouter user
+        add`` then ``siprouter run`` just works; a server database must have been set up
+        with ``siprouter db init`` (or Kamailio's kamdbctl)."""
+        cfg = self.config
+        url = database_url(cfg.database.url, cfg.server.data_dir)
+        if url_scheme(url) in ("sqlite", "text"):
+            Path(cfg.server.data_dir).mkdir(parents=True, exist_ok=True)
+        storage = open_storage(url)
+        await storage.open()
+        self.storage = storage
+        if url_scheme(url) in ("sqlite", "text"):
+            await storage.ensure_tables()
+        ul = cfg.usrloc
+        location = Location(storage, db_mode=ul.db_mode, timer_interval=ul.timer_interval)
+        await location.start()
+        reg = cfg.registrar
+        registrar = Registrar(location, default_expires=reg.default_expires,
+                              min_expires=reg.min_expires, max_expires=reg.max_expires,
+                              max_contacts=reg.max_contacts, use_domain=ul.use_domain,
+                              min_expires_mode=reg.min_expires_mode)
+        ac = cfg.auth
+        secret = ac.secret.encode() if ac.secret else os.urandom(32)
+        auth = Auth(storage, secret=secret, nonce_expire=ac.nonce_expire,
+                    algorithms=ac.algorithms, qop=ac.qop, calculate_ha1=ac.calculate_ha1,
+                    use_domain=ul.use_domain, accept_no_qop=ac.accept_no_qop,
+                    nonce_count=ac.nonce_count)
+        log.info("database: %s; location db_mode %d, %d contacts loaded",
+                 url_scheme(url), ul.db_mode, location.n_contacts)
+        return {"auth": auth, "registrar": registrar, "location": location}
+
     async def stop(self) -> None:
         if self.mgmt is not None:
             await self.mgmt.stop()
@@ -108,6 +153,14 @@ class Server:
                 await asyncio.wait_for(self.core.drain(), 2.0)
         if self.transport is not None:
             await self.transport.close()
+        location = self.modules.get("location")
+        if location is not None:
+            # db_mode 2: what is not written yet goes to the database now.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(location.stop(), 10.0)
+        if self.storage is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.storage.close(), 5.0)
 
 
 async def serve(config: Config) -> int:
@@ -126,6 +179,10 @@ async def serve(config: Config) -> int:
         log.error("%s", e)
         await server.stop()
         return 2
+    except StorageError as e:
+        log.error("database: %s", e)
+        await server.stop()
+        return 1
     except OSError as e:
         log.error("cannot listen: %s", e)
         await server.stop()

@@ -280,7 +280,7 @@ ERROR_CASES = [
     ("[server]\nlisen = []", "server.lisen", "[]",
      'unknown key; expected one of listen, domains, hostname, data_dir (did you mean "listen"?)'),
     ('[sever]\nlisten = ["udp:127.0.0.1:5060"]', "sever", '{listen = ["udp:127.0.0.1:5060"]}',
-     'unknown section; expected one of server, routing, log, transport, database, transaction (did you mean "server"?)'),
+     'unknown section; expected one of server, routing, log, transport, database, transaction, usrloc, registrar, auth, mgmt (did you mean "server"?)'),
     ('[log]\nlevel = "info"\ncolour = true', "log.colour", "true", "unknown key"),
     ('server = "x"', "server", '"x"', "expected a table [server]"),
 ]

@@ -20,14 +20,27 @@ What it does, in order:
 4. ``WITHINDLG`` (To tag): routed by the Route set that Record-Route built
    (``loose_route``, statefully relayed); an ACK without one is dropped (an ACK for a
    non-2xx never gets here: the transaction absorbed it); anything else 404 "Not Here".
+   In-dialog requests are not challenged (as in Kamailio's default configuration).
 5. Preloaded Route headers are removed from initial requests (a Route chosen by the
    sender must not make us a relay to wherever it likes), and INVITE and SUBSCRIBE are
    record-routed so the dialog's requests come back through us.
-6. Initial requests for one of our own domains (configured domains, listen addresses,
-   host name): 404 "Not Found" — there is no registrar or location service yet.
-7. Initial requests for any other domain: 403 "Not relaying", unless an outbound next
-   hop is configured (``[routing] next_hop``): then they are relayed there statefully,
-   with the failure route below.
+6. ``AUTH`` (``[routing.params] auth``, on by default): a REGISTER, and any request
+   from one of our own domains, must carry valid digest credentials of a subscriber
+   (``siprouter user add``): 401 / 407 challenge otherwise, 403 when the authenticated
+   user is not the one in To (REGISTER) or From. Credentials of a request we relay are
+   removed (``consume_credentials``). Then a request neither from nor to one of our
+   domains is refused 403 "Not relaying": no open relay. With ``auth = false`` nothing is
+   challenged and every request is routed (Kamailio without WITH_AUTH).
+7. ``REGISTRAR``: a REGISTER for one of our domains is saved in the location service
+   (RFC 3261 §10.3); for another domain: 403.
+8. Requests for one of our own domains (configured domains, listen addresses, host
+   name): no user in the Request-URI: 484 "Address Incomplete"; ``LOCATION``: the user's
+   registered contacts become the branches (several: parallel forking); not registered:
+   404 "Not Found", registered but every contact expired: 480 "Temporarily Unavailable",
+   the contact does not accept the method: 405.
+9. Requests for any other domain: relayed statefully to the outbound next hop
+   (``[routing] next_hop``) with the failure route below, or 403 "Not relaying" when none
+   is configured.
 
 ``MANAGE_FAILURE`` (``manage_failure``): nothing for a CANCELed call; with
 ``[routing.params] block_3xx = true`` a redirect becomes 404 "Not Found" (Kamailio's
@@ -52,9 +65,8 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, MESSAGE, SUBSCR
 ACCEPT = "*/*"
 
 
-def request_route(req: Request, ctx: Context) -> None:
-    """Route one request; see the module docstring. A plain ``def``: nothing here waits,
-    and the core runs a plain function without creating a coroutine."""
+async def request_route(req: Request, ctx: Context) -> None:
+    """Route one request; see the module docstring."""
     method = req.method
     uri = req.uri
 
@@ -88,14 +100,49 @@ def request_route(req: Request, ctx: Context) -> None:
     if method == "INVITE" or method == "SUBSCRIBE":
         req.record_route()
 
-    if ctx.is_myself(uri):
-        # TODO(issue 5): registrar and location service; until then nobody is here.
-        return req.reply(404, "Not Found")
+    to_us = ctx.is_myself(uri)
+    if ctx.params.get("auth", True):
+        # AUTH: REGISTERs and our own users' requests are authenticated; no open relay.
+        from_us = ctx.is_myself(req.from_.uri)
+        if method == "REGISTER" or from_us:
+            result = await ctx.auth.auth_check(req)
+            if not result:
+                return ctx.auth.challenge(req, result)
+            if method != "REGISTER" and method != "PUBLISH":
+                ctx.auth.consume_credentials(req)
+        elif not to_us:
+            return req.reply(403, "Not relaying")
+
+    if method == "REGISTER":
+        # REGISTRAR (RFC 3261 §10.3 step 1: only for a domain this registrar serves).
+        if not to_us:
+            return req.reply(403, "Not our domain")
+        return await ctx.registrar.save(req)
+
+    if to_us:
+        if type(uri) is not SipUri or not uri.user:
+            return req.reply(484, "Address Incomplete")
+        return await _location(req, ctx)
 
     if ctx.next_hop:
         req.set_destination(ctx.next_hop)
         return _relay(req)
     return req.reply(403, "Not relaying")
+
+
+async def _location(req: Request, ctx: Context) -> None:
+    """LOCATION: the user's registered contacts become the branches (RFC 3261 §16.5)."""
+    found = await ctx.registrar.lookup(req)
+    if not found:
+        status = found.status
+        if status == 405:
+            return req.reply(405, "Method Not Allowed")
+        if status == 480:
+            return req.reply(480, "Temporarily Unavailable")
+        if status == 404 or status is None:
+            return req.reply(404, "Not Found")
+        return req.reply(status, "Server Error" if status >= 500 else None)
+    return _relay(req)
 
 
 def _within_dialog(req: Request, ctx: Context) -> None:

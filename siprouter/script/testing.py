@@ -58,6 +58,7 @@ from siprouter.proxy.myself import Myself
 from siprouter.proxy.tm import TimerQueue
 from siprouter.script.api import Context, make_proxy_core
 from siprouter.script.loader import LoadedScript, load_script, script_from_module
+from siprouter.sip.errors import LocalProtocolError
 from siprouter.sip.message import Request, Response, parse_message
 from siprouter.transaction.timers import Timers
 from siprouter.transport.types import ListenSocket, Source, Target, parse_socket_spec
@@ -191,6 +192,26 @@ class ManualTimerQueue(TimerQueue):
         self._armed = self._heap[0][0] if self._heap else None
 
 
+class _OpenOnFirstUse:
+    """The default modules' database, opened when a module first reads it (most tests
+    never do, and an open SQLite connection is a thread)."""
+
+    def __init__(self, tester: ScriptTester, storage: Any) -> None:
+        self.tester = tester
+        self.storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.storage, name)
+        if not callable(attr) or not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        async def opened_first(*args: Any, **kwargs: Any) -> Any:
+            await self.tester._open_storage()
+            return await attr(*args, **kwargs)
+
+        return opened_first
+
+
 class ScriptTester:
     """Feeds messages to a routing script through the real proxy core, with no sockets.
 
@@ -203,8 +224,10 @@ class ScriptTester:
     :param params: ``ctx.params``. :param next_hop: ``ctx.next_hop``.
     :param raise_errors: re-raise an exception from the script out of ``request`` /
         ``response`` (default); when False the core's handling is observed (a 500).
-    :param modules: the feature modules the script sees as ``ctx.<name>`` (e.g.
-        ``{"registrar": Registrar(Location(None)), "location": …, "auth": Auth(db, …)}``).
+    :param modules: the feature modules the script sees as ``ctx.<name>``. None: the
+        ones ``siprouter run`` gives a script with its embedded defaults — ``location``
+        (in memory), ``registrar`` and ``auth`` on an in-memory SQLite database holding
+        ``users`` (``{"alice@example.com": "secret"}``; more with ``add_user``).
     :raises ScriptError: the script does not load.
     :raises ValueError: a bad ``listen`` entry.
     """
@@ -214,7 +237,8 @@ class ScriptTester:
                  hostname: str | None = "sip.test", params: Mapping[str, Any] | None = None,
                  next_hop: str | None = None, raise_errors: bool = True,
                  secret: bytes = b"siprouter-testing", timers: Timers | None = None,
-                 modules: Mapping[str, Any] | None = None) -> None:
+                 modules: Mapping[str, Any] | None = None,
+                 users: Mapping[str, str] | None = None) -> None:
         sockets = [ListenSocket(*parse_socket_spec(spec)) for spec in listen]
         if not sockets:
             raise ValueError("listen: at least one socket is needed (e.g. \"udp:127.0.0.1:5060\")")
@@ -224,11 +248,57 @@ class ScriptTester:
         self._error: BaseException | None = None
         #: Transaction timers run on this clock: ``advance(seconds)`` moves it.
         self.timers = ManualTimerQueue()
+        self._storage: Any = None
+        self._users = dict(users or {})
+        if modules is None:
+            modules = self._default_modules()
+        self.modules = dict(modules)
         self.core = make_proxy_core(self.transport, myself=self.myself,
                                     params=dict(params or {}), next_hop=next_hop, secret=secret,
                                     timers=timers, timer_queue=self.timers, modules=modules)
         self.script: LoadedScript
         self.set_script(script)
+
+    def _default_modules(self) -> dict[str, Any]:
+        from siprouter.modules.auth import Auth
+        from siprouter.modules.location import Location
+        from siprouter.modules.registrar import Registrar
+        from siprouter.storage import open_storage
+
+        self._storage = _OpenOnFirstUse(self, open_storage("sqlite:///:memory:"))
+        location = Location(None, db_mode=0)
+        return {"auth": Auth(self._storage, secret=secrets.token_bytes(32)),
+                "registrar": Registrar(location), "location": location}
+
+    async def _open_storage(self) -> None:
+        """Open the in-memory database on first use (the constructor cannot await)."""
+        db = self._storage
+        if db is None or getattr(self, "_storage_open", False):
+            return
+        self._storage_open = True
+        db = db.storage
+        await db.open()
+        await db.ensure_tables()
+        users, self._users = self._users, {}
+        for address, password in users.items():
+            await self.add_user(address, password)
+
+    async def add_user(self, address: str, password: str) -> None:
+        """Add a subscriber ``user@domain`` with ``password`` (the default modules only)."""
+        if self._storage is None:
+            raise LocalProtocolError("add_user needs the default modules (modules=None)")
+        await self._open_storage()
+        user, at, domain = address.partition("@")
+        if not at or not user or not domain:
+            raise LocalProtocolError(f"a user is USER@DOMAIN, not {address!r}")
+        await self._storage.storage.insert("subscriber", {"username": user, "domain": domain,
+                                                          "password": password})
+
+    async def close(self) -> None:
+        """Close the default modules' database (its thread); the fixture does this."""
+        if self._storage is not None and getattr(self, "_storage_open", False):
+            self._storage_open = False
+            await self._storage.storage.close()
 
     @property
     def context(self) -> Context:
@@ -321,6 +391,8 @@ class ScriptTester:
                     is_request: bool) -> Outcome:
         data = msg if isinstance(msg, bytes | bytearray) else sip_text(msg)
         src = source if isinstance(source, Source) else self.source(source)
+        if self._users:
+            await self._open_storage()
         start = len(self.transport.sent)
         self._error = None
         self.core.on_message(bytes(data), src)
@@ -485,13 +557,19 @@ except ImportError:  # pragma: no cover - the kit works without pytest, the fixt
 if pytest is not None:
 
     @pytest.fixture
-    def script_tester() -> Any:
-        """Factory fixture: ``tester = script_tester("route.py", domains=[...])``."""
+    async def script_tester() -> Any:
+        """Factory fixture: ``tester = script_tester("route.py", domains=[...])``; the
+        testers are closed after the test."""
+        made: list[ScriptTester] = []
 
         def factory(script: str | os.PathLike[str] | Path | LoadedScript | types.ModuleType | None = None,
                     **kwargs: Any) -> ScriptTester:
-            return ScriptTester(script, **kwargs)
+            tester = ScriptTester(script, **kwargs)
+            made.append(tester)
+            return tester
 
-        return factory
+        yield factory
+        for tester in made:
+            await tester.close()
 else:  # pragma: no cover
     script_tester = None  # type: ignore[assignment]

@@ -120,8 +120,13 @@ class SqliteStorage(SqlStorage):
             except OSError as exc:
                 raise StorageUnavailable(f"cannot create the directory {parent}: {exc}",
                                          url=self.url) from exc
-        conn = await aiosqlite.connect(self.path, isolation_level=None,
-                                       timeout=self.busy_timeout)
+        pending = aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+        # aiosqlite runs the connection in a thread of its own; a storage nobody closed
+        # (a test, a crash path) must not keep the process from exiting.
+        thread = getattr(pending, "_thread", None)
+        if thread is not None:
+            thread.daemon = True
+        conn = await pending
         self._conn = conn
         if self.path != ":memory:":
             await conn.execute("PRAGMA journal_mode=WAL")

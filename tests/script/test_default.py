@@ -24,15 +24,18 @@ ALICE = Target("udp", "192.0.2.10", 5060)  # where make_request's Via says to an
 
 @pytest.fixture
 def server(script_tester) -> ScriptTester:
-    """The default script on a server for example.com, with no next hop."""
-    return script_tester(None, domains=["example.com"], listen=LISTEN, hostname="sip.test")
+    """The default script on a server for example.com, with no next hop, with
+    authentication off (``auth = false``): routing as such. test_default_auth.py tests
+    the script as shipped, with authentication."""
+    return script_tester(None, domains=["example.com"], listen=LISTEN, hostname="sip.test",
+                         params={"auth": False})
 
 
 @pytest.fixture
 def outbound(script_tester) -> ScriptTester:
     """The same server with an outbound next hop."""
     return script_tester(None, domains=["example.com"], listen=LISTEN, hostname="sip.test",
-                         next_hop=NEXT_HOP)
+                         next_hop=NEXT_HOP, params={"auth": False})
 
 
 # --- OPTIONS to the server itself ------------------------------------------------------
@@ -96,7 +99,7 @@ async def test_max_forwards_1_is_forwarded_with_0(outbound):
     assert out.forwarded.max_forwards == 0
 
 
-# --- our own domains: nobody is registered yet (issue 5) -------------------------------
+# --- our own domains: users found by the location service --------------------------------
 
 
 @pytest.mark.parametrize("ruri", ["sip:bob@example.com", "sip:bob@EXAMPLE.com",
@@ -108,10 +111,21 @@ async def test_requests_for_our_domains_get_404(outbound, ruri):
     assert out.forwarded is None
 
 
-async def test_register_gets_404_until_there_is_a_registrar(server):
-    out = await server.request(make_request("REGISTER", "sip:example.com",
-                                            to="<sip:alice@example.com>"))
-    assert (out.replied, out.reason) == (404, "Not Found")
+async def test_register_without_auth_is_saved_and_the_user_is_found(server):
+    out = await server.request(make_request(
+        "REGISTER", "sip:example.com", to="<sip:alice@example.com>",
+        headers={"Contact": "<sip:alice@192.0.2.10:5060>", "Expires": "600"}))
+    assert out.replied == 200
+    assert "sip:alice@192.0.2.10:5060" in out.reply.header("Contact")
+    call = await server.request(make_request("INVITE", "sip:alice@example.com",
+                                             from_="sip:bob@example.com"))
+    assert call.forwarded.ruri == "sip:alice@192.0.2.10:5060"
+
+
+async def test_register_for_a_foreign_domain_is_refused(server):
+    out = await server.request(make_request("REGISTER", "sip:elsewhere.example",
+                                            to="<sip:alice@elsewhere.example>"))
+    assert (out.replied, out.reason) == (403, "Not our domain")
 
 
 # --- foreign domains -------------------------------------------------------------------
@@ -163,7 +177,8 @@ async def test_request_over_tcp_is_answered_on_its_connection(server):
 @pytest.mark.parametrize("next_hop", ["sip:127.0.0.1:5060", "sip:127.0.0.1",
                                       "sip:sip.test", "sip:127.0.0.1;transport=tcp"])
 async def test_next_hop_that_is_ourselves_is_a_loop(script_tester, next_hop):
-    tester = script_tester(None, domains=["example.com"], listen=LISTEN, next_hop=next_hop)
+    tester = script_tester(None, domains=["example.com"], listen=LISTEN, next_hop=next_hop,
+                           params={"auth": False})
     out = await tester.request(make_request("INVITE", "sip:bob@elsewhere.example"))
     assert (out.replied, out.reason) == (482, "Loop Detected")
     assert out.forwarded is None
@@ -172,7 +187,8 @@ async def test_next_hop_that_is_ourselves_is_a_loop(script_tester, next_hop):
 @pytest.mark.parametrize("next_hop", ["sip:255.255.255.255", "sip:224.0.0.1:5060",
                                       "sip:[ff02::1]", "sip:0.0.0.0"])
 async def test_never_forwards_to_broadcast_or_multicast(script_tester, next_hop):
-    tester = script_tester(None, domains=["example.com"], listen=LISTEN, next_hop=next_hop)
+    tester = script_tester(None, domains=["example.com"], listen=LISTEN, next_hop=next_hop,
+                           params={"auth": False})
     out = await tester.request(make_request("INVITE", "sip:bob@elsewhere.example"))
     assert out.replied == 403
     assert out.forwarded is None
@@ -285,7 +301,7 @@ async def test_unmatched_cancel_follows_the_invite_to_the_next_hop(outbound):
 
 async def test_failure_route_sends_busy_calls_to_voicemail(script_tester):
     tester = script_tester(None, domains=["example.com"], listen=LISTEN, hostname="sip.test",
-                           next_hop=NEXT_HOP, params={"voicemail": "sip:10.0.0.9:5060"})
+                           next_hop=NEXT_HOP, params={"voicemail": "sip:10.0.0.9:5060", "auth": False})
     out = await tester.request(make_request("INVITE", "sip:bob@elsewhere.example"))
     busy = await tester.response(make_response(out.forwarded, 486, to_tag="gw"),
                                  source="udp:10.0.0.1:5060")
@@ -296,7 +312,7 @@ async def test_failure_route_sends_busy_calls_to_voicemail(script_tester):
 
 async def test_failure_route_blocks_3xx_when_asked(script_tester):
     tester = script_tester(None, domains=["example.com"], listen=LISTEN, hostname="sip.test",
-                           next_hop=NEXT_HOP, params={"block_3xx": True})
+                           next_hop=NEXT_HOP, params={"block_3xx": True, "auth": False})
     out = await tester.request(make_request("INVITE", "sip:bob@elsewhere.example"))
     moved = await tester.response(make_response(out.forwarded, 302, to_tag="gw",
                                                 headers=[("Contact", "<sip:x@10.9.9.9>")]),

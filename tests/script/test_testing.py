@@ -197,7 +197,7 @@ async def test_malformed_bytes_are_fed_verbatim(route):
 async def test_module_and_set_script(route):
     from siprouter.script import default
 
-    tester = ScriptTester(default, domains=["example.com"])
+    tester = ScriptTester(default, domains=["example.com"], params={"auth": False})
     assert (await tester.request(make_request("INVITE", "sip:bob@example.com"))).replied == 404
     tester.set_script(str(route))
     assert (await tester.request(make_request("INVITE", "sip:slow@example.com"))).replied == 486
