@@ -14,15 +14,16 @@ characters): creation time, expiry time, an index, this instance's id (four big-
 32-bit numbers) and a 14-byte MAC of those 16 bytes: keyed BLAKE2s (RFC 7693 §2.5, a
 MAC by construction; a quarter of HMAC-SHA256's cost in CPython, where HMAC sets up two
 OpenSSL contexts per call), keyed with a hash of ``secret``. A nonce whose MAC is wrong
-was not made here (or not with this secret): the request gets a fresh challenge. One whose expiry has passed, or that claims to be made more than
-``nonce_auth_max_drift`` seconds in the future, is *stale*: when the digest is right for
+was not made here (or not with this secret): the request gets a fresh challenge. One
+whose expiry has passed, or that claims to be made more than ``nonce_auth_max_drift``
+seconds in the future, is *stale*: when the digest is right for
 it, the challenge says ``stale=true`` and the client retries with the new nonce without
 asking its user (RFC 7616 §3.3: stale only "with a valid digest for that nonce"). The
 instance id is random per ``Auth`` object; several servers sharing the secret accept
 each other's nonces, except for the replay checks below, which only the issuing
 instance can make (another instance's nonce is answered stale when they are on).
 
-*Replay protection* (RFC 7616 §3.4 / §5.x; Kamailio's ``nonce_count`` and
+*Replay protection* (RFC 2617 §4.5, RFC 7616 §3.4 nc; Kamailio's ``nonce_count`` and
 ``one_time_nonce``) keeps one byte per nonce index in a ring of ``nc_array_size`` bytes
 (1 MiB by default, as Kamailio's default ``nc_array_order``): a nonce's byte is zeroed
 when it is issued, and holds the highest ``nc`` accepted for it since. With
@@ -39,8 +40,9 @@ replayed until their nonce expires (``nonce_expire``, 300 s).
 *Credentials* are checked in this order, the cheap checks first so that garbage never
 reaches the database: the Digest credentials for the realm (none: challenge; malformed:
 400), an algorithm we offer, qop rules, the nonce's MAC (bad: challenge), the digest
-``uri`` against the Request-URI as URIs (RFC 3261 §22.4 asks the server to check the
-request is the one the credentials were made for; a mismatch is 400), then one
+``uri`` against the Request-URI as URIs (RFC 2617 §3.2.2.5: "the resource designated
+by the uri directive is the same as the resource specified in the Request-Line; if they
+are not, the server SHOULD return a 400"), then one
 ``Storage.select`` on the subscriber table, the response, the nonce's age and the
 replay state. An unknown user costs the same hash work as a wrong password and gets the
 same answer, so the answers cannot enumerate users; ``AuthResult.reason`` tells the two
@@ -189,7 +191,8 @@ class Auth:
         self.storage = storage
         self.nonce_expire = nonce_expire
         self.algorithms: tuple[str, ...] = tuple(offered)
-        # Credentials may use any offered algorithm or its "-sess" variant (RFC 7616 §3.7).
+        # Credentials may use an offered algorithm or its "-sess" variant (liberal, as
+        # Kamailio: the session variant needs nothing but the same HA1).
         self._accepted = frozenset(offered) | frozenset(f"{a}-sess" for a in offered)
         self.qop = qop
         self.calculate_ha1 = calculate_ha1
@@ -374,12 +377,15 @@ class Auth:
                           header=header)
 
     async def _subscriber(self, user: str, domain: str) -> dict[str, Any] | None:
+        storage = self.storage
+        if storage is None:
+            raise LocalProtocolError("Auth was built without a storage: it can challenge "
+                                     "but not check credentials")
         if self.use_domain:
-            rows = await self.storage.select(  # type: ignore[union-attr]
-                self.table, self._columns, {"username": user, "domain": domain}, limit=1)
+            rows = await storage.select(self.table, self._columns,
+                                        {"username": user, "domain": domain}, limit=1)
             return rows[0] if rows else None
-        rows = await self.storage.select(  # type: ignore[union-attr]
-            self.table, self._columns, {"username": user})
+        rows = await storage.select(self.table, self._columns, {"username": user})
         if not rows:
             return None
         for row in rows:
@@ -404,7 +410,7 @@ class Auth:
 
     @staticmethod
     def _uri_matches(digest_uri: str, req: ProxyRequest) -> bool:
-        """RFC 3261 §22.4: the credentials are for this request. Compared as URIs:
+        """RFC 2617 §3.2.2.5: the credentials are for this request. Compared as URIs:
         scheme, user, host and port for SIP URIs (RFC 3261 §19.1.4 rules for those
         parts: host case-insensitive, an absent port not equal to 5060), RFC 3966 /
         text equality for others."""

@@ -666,3 +666,11 @@ async def test_round_trip_through_the_core(auth: Auth):
                          headers=[("Authorization", answer(ch, password="wrong", nc=2))])
     out = await tester.request(third)
     assert out.replied == UNAUTHORIZED
+
+
+async def test_without_storage_it_challenges_but_cannot_check(clock: Clock):
+    auth = Auth(None, secret=SECRET, clock=clock)
+    ch = await first_challenge(auth)
+    assert (await auth.auth_check(request())).status == UNAUTHORIZED
+    with pytest.raises(LocalProtocolError):
+        await authorize(auth, answer(ch))
