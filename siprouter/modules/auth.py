@@ -411,9 +411,11 @@ class Auth:
     @staticmethod
     def _uri_matches(digest_uri: str, req: ProxyRequest) -> bool:
         """RFC 2617 §3.2.2.5: the credentials are for this request. Compared as URIs:
-        scheme, user, host and port for SIP URIs (RFC 3261 §19.1.4 rules for those
-        parts: host case-insensitive, an absent port not equal to 5060), RFC 3966 /
-        text equality for others."""
+        scheme, host and port for SIP URIs (RFC 3261 §19.1.4 rules for those parts:
+        host case-insensitive, an absent port not equal to 5060), and the user when the
+        digest uri has one — SIPp (and other test tools) put the server's address,
+        ``sip:HOST:PORT``, in the digest uri of an INVITE to ``sip:user@HOST:PORT``;
+        RFC 3966 / text equality for others."""
         if digest_uri == req.ruri:
             return True
         try:
@@ -422,7 +424,8 @@ class Auth:
         except SipParseError:
             return False
         if isinstance(a, SipUri) and isinstance(b, SipUri):
-            if a.scheme != b.scheme or a.user != b.user or a.port != b.port:
+            if a.scheme != b.scheme or a.port != b.port or (a.user is not None
+                                                            and a.user != b.user):
                 return False
             if a.host == b.host:
                 return True

@@ -55,6 +55,8 @@ class Myself:
             if host in ("0.0.0.0", "::"):
                 self.wildcard_ports.add(s.port)
             self.addresses.add((host, s.port))
+        #: The listen addresses, without their ports.
+        self._hosts = frozenset(h for h, _ in self.addresses)
 
     def is_local_address(self, host: str, port: int) -> bool:
         """One of our listen (address, port) pairs? (Loop checks and the "is this Via
@@ -102,4 +104,9 @@ class Myself:
         host = bare_host(host)
         if host in self.names:
             return True
-        return self.is_local_address(host, port or (5061 if secure else 5060))
+        if port is None:
+            # No port in the URI: our address on any of our ports (as Kamailio's
+            # ``myself``, which compares the port only when the URI has one) — a phone
+            # set up with the server's IP alone reaches a server on port 5080.
+            return host in self._hosts or self.is_local_address(host, 5061 if secure else 5060)
+        return self.is_local_address(host, port)

@@ -144,6 +144,14 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _toml_value(value: str | bool | int) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return _toml_str(value)
+
+
 @dataclass
 class SiprouterProcess:
     """A running ``python3 -m siprouter run``. ``host``/``port``: where it listens (the
@@ -197,23 +205,29 @@ class SiprouterFactory:
     def start(self, script: str | Path | None = None, *, host: str = "127.0.0.1",
               protos: tuple[str, ...] = ("udp", "tcp"), params: dict[str, str] | None = None,
               next_hop: str | None = None, log_level: str = "warning",
-              extra_toml: str = "") -> SiprouterProcess:
-        """Start ``siprouter run`` on a free port of ``host`` for each of ``protos`` and
-        wait until every socket is bound. ``script`` None: the shipped default script.
-        ``params`` become ``[routing.params]``; ``extra_toml`` is appended to the file."""
+              extra_toml: str = "", data_dir: Path | None = None, port: int | None = None,
+              config_file: bool = True) -> SiprouterProcess:
+        """Start ``siprouter run`` on a free port of ``host`` (or ``port``) for each of
+        ``protos`` and wait until every socket is bound. ``script`` None: the shipped
+        default script. ``params`` become ``[routing.params]``; ``extra_toml`` is appended
+        to the file. ``data_dir``: default a new one per server. ``config_file=False``:
+        no configuration file at all (the embedded defaults and the flags only)."""
         n = len(self.started)
-        port = free_port(host)
-        cfg = self.workdir / f"siprouter-{n}.toml"
-        lines = ["[routing]", "reload_on_change = false"]
-        if next_hop is not None:
-            lines.append(f"next_hop = {_toml_str(next_hop)}")
-        if params:
-            inner = ", ".join(f"{k} = {_toml_str(v)}" for k, v in params.items())
-            lines.append(f"params = {{ {inner} }}")
-        cfg.write_text("\n".join(lines) + "\n" + extra_toml)
+        port = port or free_port(host)
+        data_dir = data_dir or self.workdir / f"data-{n}"
         bracketed = f"[{host}]" if ":" in host else host
-        cmd = [sys.executable, "-m", "siprouter", "run", "--config", str(cfg),
-               "--data-dir", str(self.workdir / f"data-{n}"), "--log-level", log_level]
+        cmd = [sys.executable, "-m", "siprouter", "run",
+               "--data-dir", str(data_dir), "--log-level", log_level]
+        if config_file:
+            cfg = self.workdir / f"siprouter-{n}.toml"
+            lines = ["[routing]", "reload_on_change = false"]
+            if next_hop is not None:
+                lines.append(f"next_hop = {_toml_str(next_hop)}")
+            if params:
+                inner = ", ".join(f"{k} = {_toml_value(v)}" for k, v in params.items())
+                lines.append(f"params = {{ {inner} }}")
+            cfg.write_text("\n".join(lines) + "\n" + extra_toml)
+            cmd += ["--config", str(cfg)]
         for proto in protos:
             cmd += ["--listen", f"{proto}:{bracketed}:{port}"]
         if script is not None:

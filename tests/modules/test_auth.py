@@ -516,6 +516,14 @@ async def test_user_part_of_the_uri_is_case_sensitive(auth: Auth):
     assert result.status == BAD_REQUEST
 
 
+async def test_digest_uri_without_the_user_is_accepted_as_sipp_sends_it(auth: Auth):
+    # SIPp's [authentication] puts the server address in the digest uri of an INVITE.
+    ruri = f"sip:bob@{DOMAIN}"
+    ch = await first_challenge(auth, "INVITE", ruri=ruri)
+    assert await authorize(auth, answer(ch, method="INVITE", uri=f"sip:{DOMAIN}"), "INVITE",
+                           ruri=ruri)
+
+
 async def test_ipv6_hosts_compare_as_addresses(auth: Auth):
     ruri = "sip:[2001:db8::1]"
     ch = await first_challenge(auth, ruri=ruri)

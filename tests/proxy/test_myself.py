@@ -21,11 +21,15 @@ def test_domains_and_hostname_match_on_any_port():
     assert not m.is_myself("sip:alice@example.org")
 
 
-def test_addresses_match_with_their_port_and_the_default_port():
+def test_addresses_match_with_their_port_or_any_port_when_none_is_given():
     m = me(("udp", "127.0.0.1", 5060), ("tcp", "::1", 5080))
-    assert m.is_myself("sip:127.0.0.1")                 # no port: 5060
+    assert m.is_myself("sip:127.0.0.1")
     assert not m.is_myself("sip:127.0.0.1:5070")
-    assert not m.is_myself("sips:127.0.0.1")            # sips default port is 5061
+    # No port in the URI: any port of ours (Kamailio's myself compares the port only
+    # when the URI has one), so a phone set up with the IP alone finds us on 5080.
+    assert m.is_myself("sip:[::1]")
+    assert m.is_myself("sips:127.0.0.1")
+    assert not m.is_myself("sip:127.0.0.2")
     assert m.is_myself("sip:[::1]:5080")
     assert m.is_myself("sip:[0:0:0:0:0:0:0:1]:5080")    # IPv6 compared as addresses
     assert not m.is_myself("tel:+15551234")
