@@ -379,7 +379,7 @@ class Registrar:
         if len(callid) > MAX_CALLID_LEN:
             raise _Refused(400, "Call-ID Too Long")
 
-        # RFC 3327: the Path of this registration (outermost proxy last).
+        # RFC 3327: the Path of this registration (the proxy nearest to us first).
         path: tuple[str, ...] = ()
         path_received: str | None = None
         if not self.use_path:

@@ -25,7 +25,7 @@ from siprouter.modules.location import (
     split_aor,
 )
 from siprouter.sip.errors import LocalProtocolError
-from siprouter.storage import StorageUnavailable, open_storage
+from siprouter.storage import StorageSchemaError, StorageUnavailable, open_storage
 
 T0 = 1_800_000_000  # 2027-01-15: away from DST changes (datetimes are local time)
 
@@ -485,38 +485,42 @@ class LockedSqlite:
         self.db = open_storage(f"sqlite:///{path}", busy_timeout=0.05, retry_interval=0.01)
         self.other: sqlite3.Connection | None = None
 
-    async def open(self) -> None:
-        await self.db.open()
-        await self.db.ensure_tables(["location"])
-
     def lock(self) -> None:
         self.other = sqlite3.connect(self.path, isolation_level=None)
         self.other.execute("BEGIN EXCLUSIVE")
 
     def unlock(self) -> None:
-        assert self.other is not None
-        self.other.execute("ROLLBACK")
-        self.other.close()
-        self.other = None
+        if self.other is not None:
+            self.other.execute("ROLLBACK")
+            self.other.close()
+            self.other = None
 
 
-async def test_write_through_keeps_memory_when_the_database_fails(tmp_path, caplog):
+@pytest.fixture
+async def sq(tmp_path):
+    locked = LockedSqlite(tmp_path / "loc.sqlite")
+    await locked.db.open()
+    await locked.db.ensure_tables(["location"])
+    try:
+        yield locked
+    finally:
+        locked.unlock()
+        await locked.db.close()
+
+
+async def test_write_through_keeps_memory_when_the_database_fails(sq, caplog):
     caplog.set_level(logging.WARNING, logger="siprouter.location")
-    sq = LockedSqlite(tmp_path / "loc.sqlite")
-    await sq.open()
     clock = Clock()
     loc = Location(sq.db, db_mode=1, clock=clock)
     await loc.start()
     sq.lock()
-    try:
-        b = binding(loc)
-        await loc.put(b)  # logged, not raised
-        await loc.put(binding(loc, "bob", "sip:bob@192.0.2.11"))
-        assert await loc.get("alice") == [b]
-        assert (await loc.stats())["pending"] == 2
-    finally:
-        sq.unlock()
-    await asyncio.sleep(0.02)
+    b = binding(loc)
+    await loc.put(b)  # logged, not raised
+    await loc.put(binding(loc, "bob", "sip:bob@192.0.2.11"))
+    assert await loc.get("alice") == [b]
+    assert (await loc.stats())["pending"] == 2
+    sq.unlock()
+    await asyncio.sleep(0.02)  # the storage's next probe
     await loc.timer_round()
     assert (await loc.stats())["pending"] == 0
     assert await sq.db.count("location") == 2
@@ -524,26 +528,23 @@ async def test_write_through_keeps_memory_when_the_database_fails(tmp_path, capl
     assert sum("cannot write" in w for w in warnings) == 1  # once per outage
     assert any("work again" in w for w in warnings)
     await loc.stop()
-    await sq.db.close()
 
 
-async def test_database_only_raises_when_the_database_fails(tmp_path):
-    sq = LockedSqlite(tmp_path / "loc.sqlite")
-    await sq.open()
+async def test_database_only_raises_when_the_database_fails(sq):
     loc = Location(sq.db, db_mode=3, clock=Clock())
     sq.lock()
-    try:
-        with pytest.raises(StorageUnavailable):
-            await loc.put(binding(loc))
-    finally:
-        sq.unlock()
-    await sq.db.close()
+    with pytest.raises(StorageUnavailable):
+        await loc.put(binding(loc))
+    with pytest.raises(StorageUnavailable):
+        await loc.get("alice")
 
 
 async def test_start_fails_when_the_table_cannot_be_read(tmp_path):
     db = open_storage(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     await db.open()  # no location table
-    loc = Location(db, db_mode=1)
-    with pytest.raises(Exception, match="location"):
-        await loc.start()
-    await db.close()
+    try:
+        loc = Location(db, db_mode=1)
+        with pytest.raises(StorageSchemaError, match="location"):
+            await loc.start()
+    finally:
+        await db.close()

@@ -4,6 +4,7 @@ reg-id) and location lookup, on requests parsed from real SIP text."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import sqlite3
 import types
@@ -675,6 +676,30 @@ async def test_database_only_answers_500_when_the_database_fails(tmp_path: Path)
     finally:
         other.execute("ROLLBACK")
         other.close()
+        await db.close()
+
+
+async def test_write_through_answers_from_memory_when_the_database_fails(tmp_path: Path):
+    path = tmp_path / "loc.sqlite"
+    db = open_storage(f"sqlite:///{path}", busy_timeout=0.05, retry_interval=0.01)
+    await db.open()
+    await db.ensure_tables(["location"])
+    location = Location(db, db_mode=1)
+    registrar = Registrar(location)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        try:
+            reply = await save(registrar, register())
+            assert reply.status == OK
+            assert await registrar.lookup(invite())
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await asyncio.sleep(0.02)  # the storage's next probe
+        await location.stop()  # writes what was queued
+        assert await db.count("location") == 1
+    finally:
         await db.close()
 
 
