@@ -67,6 +67,7 @@ __all__ = [
     "DB_MODES",
     "METHOD_BITS",
     "methods_mask",
+    "method_names",
     "split_aor",
     "contacts_equal",
 ]
@@ -99,6 +100,11 @@ def methods_mask(methods: Iterable[str]) -> int:
     for m in methods:
         mask |= METHOD_BITS.get(m.strip().upper(), METHOD_OTHER)
     return mask
+
+
+def method_names(mask: int) -> list[str]:
+    """The method names of a Kamailio bitmap, in bit order (9 -> ``["INVITE", "BYE"]``)."""
+    return [name for name, bit in METHOD_BITS.items() if mask & bit]
 
 
 def split_aor(aor: str) -> tuple[str, str | None]:

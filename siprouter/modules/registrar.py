@@ -53,7 +53,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from siprouter.modules.location import Binding, Location, contacts_equal, methods_mask
+from siprouter.modules.location import (
+    Binding,
+    Location,
+    contacts_equal,
+    method_names,
+    methods_mask,
+)
 from siprouter.sip.errors import LocalProtocolError, SipParseError
 from siprouter.sip.headers import ContactStar, parse_name_addr_list, split_values
 from siprouter.sip.uri import SipUri, TelUri, parse_uri
@@ -104,14 +110,17 @@ class LookupResult:
     contact. ``status``: None when found, else 404 (no such AOR), 405 (no contact
     accepts the method), 480 (every binding expired) or 500 (database down, mode 3);
     ``reason`` its reason phrase; ``contacts`` the bindings used, the one the
-    Request-URI now holds first."""
+    Request-URI now holds first; ``allow``, for a 405, the methods the contacts accept
+    (``"MESSAGE, OPTIONS"``) for the Allow header a 405 must carry (RFC 3261 §21.4.6)."""
 
-    __slots__ = ("status", "reason", "contacts")
+    __slots__ = ("status", "reason", "contacts", "allow")
 
-    def __init__(self, status: int | None, contacts: list[Binding] | None = None) -> None:
+    def __init__(self, status: int | None, contacts: list[Binding] | None = None,
+                 allow: str | None = None) -> None:
         self.status = status
         self.reason = _REASONS.get(status, "") if status else "OK"
         self.contacts = contacts if contacts is not None else []
+        self.allow = allow
 
     def __bool__(self) -> bool:
         return self.status is None
@@ -612,9 +621,13 @@ class Registrar:
             return LookupResult(480)
         if method_filtering:
             method = req.method
-            usable = [b for b in usable if b.allows(method)]
-            if not usable:
-                return LookupResult(405)
+            allowed = [b for b in usable if b.allows(method)]
+            if not allowed:
+                mask = 0
+                for b in usable:
+                    mask |= b.methods or 0
+                return LookupResult(405, allow=", ".join(method_names(mask)))
+            usable = allowed
         if not self.append_branches:
             usable = usable[:1]
         first = usable[0]

@@ -21,6 +21,7 @@ from siprouter.modules.location import (
     Binding,
     Location,
     contacts_equal,
+    method_names,
     methods_mask,
     split_aor,
 )
@@ -73,6 +74,11 @@ def test_methods_mask_uses_kamailio_bits():
     assert methods_mask(["INVITE", "ACK", "BYE"]) == 1 | 4 | 8
     assert methods_mask([" message "]) == METHOD_BITS["MESSAGE"]
     assert methods_mask(["FOO"]) == 32768  # METHOD_OTHER
+
+
+def test_method_names_invert_the_mask():
+    assert method_names(methods_mask(["BYE", "INVITE", "MESSAGE"])) == ["INVITE", "BYE", "MESSAGE"]
+    assert method_names(0) == []
 
 
 def test_binding_allows_methods():
