@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import glob
+import os
+import socket as socketlib
 import sqlite3
+import subprocess
+import time
 import types
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from siprouter.sip.errors import LocalProtocolError
 from siprouter.sip.headers import parse_contact_list
 from siprouter.sip.message import parse_message
 from siprouter.storage import open_storage
+from siprouter.storage.migrate import init_database
 from siprouter.transport.types import ListenSocket, Source, Target
 
 T0 = 1_800_000_000
@@ -759,3 +765,98 @@ async def test_register_then_call_through_the_core():
         CSeq: 1 INVITE
         """, source="udp:203.0.113.9:5060")
     assert out.replied == NOT_FOUND
+
+
+# --- one table shared with Kamailio (usrloc db_mode 3) -------------------------------------------
+
+
+KAMAILIO = "/usr/sbin/kamailio"
+KAMCMD = "/usr/sbin/kamcmd"
+
+
+def _kamailio_sqlite_modules() -> str | None:
+    found = sorted(glob.glob("/usr/lib/*/kamailio/modules/db_sqlite.so")
+                   + glob.glob("/usr/lib/kamailio/modules/db_sqlite.so"))
+    return str(Path(found[0]).parent) if found else None
+
+
+def _kamcmd(sock: Path, *args: str) -> str:
+    done = subprocess.run([KAMCMD, "-s", f"unix:{sock}", *args], capture_output=True,
+                          text=True, timeout=15)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+async def test_kamailio_and_siprouter_share_the_location_table(tmp_path: Path):
+    """siprouter's registrar writes, Kamailio's usrloc (db_mode 3, use_domain) reads — and
+    the other way round — on one SQLite file."""
+    mpath = _kamailio_sqlite_modules()
+    if not (os.access(KAMAILIO, os.X_OK) and os.access(KAMCMD, os.X_OK) and mpath):
+        pytest.skip("Kamailio with its db_sqlite module is not installed")
+    db_file = tmp_path / "shared.sqlite"
+    url = f"sqlite:///{db_file}"
+    await init_database(url)
+    db = open_storage(url)
+    await db.open()
+    try:
+        registrar = Registrar(Location(db, db_mode=3), use_domain=True)
+        reply = await save(registrar, register(
+            f'<sip:alice@10.0.0.5:5060>;q=0.5;+sip.instance={INSTANCE};reg-id=1',
+            headers="Path: <sip:edge.example.net;lr>\nUser-Agent: siprouter-test"))
+        assert reply.status == OK
+
+        with socketlib.socket(socketlib.AF_INET, socketlib.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        sock = tmp_path / "ctl.sock"
+        cfg = tmp_path / "kamailio.cfg"
+        cfg.write_text(f"""#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+listen=udp:127.0.0.1:{port}
+mpath="{mpath}/"
+loadmodule "db_sqlite.so"
+loadmodule "ctl.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+modparam("ctl", "binrpc", "unix:{sock}")
+modparam("usrloc", "db_url", "sqlite://{db_file}")
+modparam("usrloc", "db_mode", 3)
+modparam("usrloc", "use_domain", 1)
+request_route {{
+    if (method == "X-NEVER") {{ save("location"); lookup("location"); }}
+    sl_send_reply("404", "Not Here");
+}}
+""")
+        log = tmp_path / "kamailio.log"
+        with open(log, "wb") as logf:
+            proc = subprocess.Popen([KAMAILIO, "-f", str(cfg), "-DD", "-E", "-Y", str(tmp_path)],
+                                    stdout=logf, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 15
+            while not sock.exists():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.05)
+            seen = _kamcmd(sock, "ul.lookup", "location", "alice@example.com")
+            for text in ("sip:alice@10.0.0.5:5060", "<sip:edge.example.net;lr>", "0.5",
+                         "reg-1@198.51.100.7", "siprouter-test",
+                         "<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>"):
+                assert text in seen, (text, seen)
+            _kamcmd(sock, "ul.add", "location", "alice@example.com", "sip:alice@10.0.0.6:5060",
+                    "600", "0.9", ".", "0", "0", "0")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        assert "ERROR" not in log.read_text(), log.read_text()[-3000:]
+
+        req = invite()
+        found = await registrar.lookup(req)
+        assert [b.contact for b in found.contacts] == ["sip:alice@10.0.0.6:5060",
+                                                       "sip:alice@10.0.0.5:5060"]
+        assert found.contacts[0].q == 0.9 and found.contacts[0].path == ()
+        assert req.ruri == "sip:alice@10.0.0.6:5060"
+    finally:
+        await db.close()
