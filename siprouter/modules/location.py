@@ -488,6 +488,9 @@ class Location:
         :meth:`change` writes it (call ``change`` in modes 1 and 3)."""
         if self.db_mode == 3:
             raise LocalProtocolError("location.apply() is for db_mode 0-2; use change()")
+        for b in put:
+            if b.aor != aor:
+                raise LocalProtocolError(f"binding of {b.aor!r} put under AOR {aor!r}")
         records = self._records
         lst = records.get(aor)
         pending = self._pending if self.db_mode else None
@@ -502,8 +505,6 @@ class Location:
                         pending[b.ruid] = None
             lst[:] = keep
         for b in put:
-            if b.aor != aor:
-                raise LocalProtocolError(f"binding of {b.aor!r} put under AOR {aor!r}")
             if lst is None:
                 lst = records[aor] = [b]
                 n += 1
@@ -514,8 +515,8 @@ class Location:
                         del lst[i]
                         n -= 1
                         break
-                if not lst or (b.q is None and lst[0].q is None):
-                    lst.insert(0, b)  # the common shape: no q-values, newest first
+                if not lst or _sort_key(b) <= _sort_key(lst[0]):
+                    lst.insert(0, b)  # the common case: a refresh is the newest
                 else:
                     _insert_sorted(lst, b)
                 n += 1

@@ -134,6 +134,17 @@ async def test_get_orders_by_q_then_most_recent():
     assert got[3:] == ["sip:a@5.5.5.5", "sip:a@1.1.1.1"]
 
 
+async def test_an_older_binding_put_later_is_still_in_order():
+    clock = Clock()
+    loc = Location(clock=clock)
+    old = binding(loc, contact="sip:a@1.1.1.1")
+    clock.now += 10
+    new = binding(loc, contact="sip:a@2.2.2.2")
+    await loc.put(new)
+    await loc.put(old)
+    assert await loc.get("alice") == [new, old]
+
+
 async def test_put_replaces_by_ruid_and_counts():
     clock = Clock()
     loc = Location(clock=clock)
@@ -218,7 +229,8 @@ async def test_change_applies_deletes_and_puts_together():
     assert await loc.get("alice") == [new]
     assert loc.n_contacts == 1
     with pytest.raises(LocalProtocolError, match="put under AOR"):
-        await loc.change("bob", put=[new])
+        await loc.change("alice", put=[binding(loc, "bob", "sip:bob@h")], delete=[new])
+    assert await loc.get("alice") == [new]  # nothing half done
 
 
 async def test_rpc_commands_are_marked_and_answer_plain_data():
