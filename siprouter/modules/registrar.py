@@ -28,9 +28,14 @@ Where RFC 3261 leaves a choice, the choices are Kamailio's, except where noted:
   Contacts" (Kamailio answers 503, which invites a retry that cannot succeed).
 - An expiry below ``min_expires``: 423 with Min-Expires (RFC 3261 §10.3 step 7; Kamailio's
   default raises it to the minimum instead, ``min_expires_mode="raise"`` here).
-- ``received``: when the REGISTER came from another address, port or transport than its
-  Contact says (a NAT between), ``sip:SRCIP:SRCPORT;transport=PROTO`` is stored and used
-  as the next hop on lookup (Kamailio needs ``fix_nated_register`` for this). With Path,
+- ``received``: when the UA is behind a NAT, ``sip:SRCIP:SRCPORT;transport=PROTO`` is
+  stored and used as the next hop on lookup (Kamailio's default configuration:
+  ``nat_uac_test("19")`` then ``fix_nated_register``). Behind a NAT means, as that test:
+  the source is not the top Via's sent-by (address, or port — RFC 3581), or the Contact
+  is a private address (RFC 1918 / RFC 6598) other than the source, or it registered
+  over another transport than its Contact names (reached on its connection). A UA that says where
+  it is (a SIPp registering for a callee on another port, a third-party registration)
+  is reached at its Contact. With Path,
   the source is the edge proxy, so no received is stored (except a ``received`` parameter
   on the first Path URI, as Kamailio's ``path_use_received``).
 - Path (RFC 3327): stored when ``use_path``; echoed in the 200 OK when the UA lists
@@ -47,6 +52,7 @@ a branch for parallel or serial (by q) forking.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
 import sys
 import time
@@ -398,6 +404,7 @@ class Registrar:
 
         source = req.source
         socket = str(source.local) if source is not None and source.local is not None else None
+        behind_nat = source is not None and _via_is_not_source(req, source)
         if len(user_agent) > MAX_USER_AGENT_LEN:
             user_agent = user_agent[:MAX_USER_AGENT_LEN]
         if user_agent:
@@ -471,7 +478,7 @@ class Registrar:
             if path_values:
                 rcv = path_received
             elif source is not None:
-                rcv = self._received(uri, source)
+                rcv = self._received(uri, source, behind_nat)
             else:
                 rcv = None
 
@@ -541,9 +548,9 @@ class Registrar:
         return path, received
 
     @staticmethod
-    def _received(uri: Any, source: Any) -> str | None:
-        """``sip:IP:PORT;transport=PROTO`` of ``source`` when the contact says another
-        address (a NAT rewrote it), else None."""
+    def _received(uri: Any, source: Any, behind_nat: bool) -> str | None:
+        """``sip:IP:PORT;transport=PROTO`` of ``source`` when the UA is behind a NAT (the
+        module docstring says when), else None."""
         proto = source.proto
         if type(uri) is SipUri:
             port = uri.port
@@ -552,6 +559,9 @@ class Registrar:
                     else 5060
             if uri.host_bare == source.ip and port == source.port \
                     and _transport_matches(uri, proto):
+                return None
+            if not behind_nat and _transport_matches(uri, proto) \
+                    and not (_is_private(uri.host_bare) and uri.host_bare != source.ip):
                 return None
         ip = source.ip
         host = f"[{ip}]" if ":" in ip else ip
@@ -679,3 +689,34 @@ def _route(req: Any, b: Binding) -> None:
         req.set_destination(b.received)
     req.path = b.path
 
+
+def _via_is_not_source(req: Any, source: Any) -> bool:
+    """Kamailio ``nat_uac_test`` flags 2 and 16 (RFC 3581): the top Via's sent-by is not
+    the address and port the request came from."""
+    try:
+        via = req.top_via
+    except SipParseError:
+        return True
+    if via is None:
+        return True
+    host = via.host[1:-1] if via.host[:1] == "[" else via.host
+    port = via.port or (5061 if via.transport == "TLS" else 5060)
+    if port != source.port:
+        return True
+    try:
+        return ipaddress.ip_address(host) != ipaddress.ip_address(source.ip)
+    except ValueError:
+        return True  # a host name in Via: the source address is what we know
+
+
+def _is_private(host: str) -> bool:
+    """Kamailio ``nat_uac_test`` flag 1: an RFC 1918 (or RFC 6598 shared) address."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.version == 4 and (ip.is_private and not ip.is_loopback and not ip.is_link_local
+                                or ip in _SHARED_ADDRESS_SPACE)
+
+
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")

@@ -101,7 +101,7 @@ def test_ten_thousand_users_register_with_digest_and_wrong_passwords_never_pass(
 
 
 @needs_sipp
-@pytest.mark.parametrize("transport", [pytest.param("u1", id="udp"), pytest.param("t1", id="tcp")])
+@pytest.mark.parametrize("transport", [pytest.param("u1", id="udp")])
 def test_registered_user_is_called_through_the_proxy_and_again_after_a_restart(
         siprouter: SiprouterFactory, tmp_path: Path, transport: str) -> None:
     data = tmp_path / "data"

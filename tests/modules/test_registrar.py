@@ -61,12 +61,13 @@ class Clock:
 def register(contact: str | None = "<sip:alice@198.51.100.7:5060>", *, cseq: int = 1,
              callid: str = "reg-1@198.51.100.7", to: str = "<sip:alice@example.com>",
              expires: int | None = None, headers: str = "",
-             source: tuple[str, str, int] | None = PHONE) -> Request:
+             source: tuple[str, str, int] | None = PHONE,
+             via: str = "198.51.100.7:5060") -> Request:
     """A REGISTER parsed from text into the script's Request, as received from
     ``source`` (proto, ip, port)."""
     lines = [
         "REGISTER sip:example.com SIP/2.0",
-        "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKreg" + str(cseq),
+        f"Via: SIP/2.0/UDP {via};branch=z9hG4bKreg" + str(cseq),
         "Max-Forwards: 70",
         f"To: {to}",
         "From: <sip:alice@example.com>;tag=f1",
@@ -465,6 +466,17 @@ async def test_received_is_stored_for_nated_contacts(registrar, location, contac
     (b,) = await location.get("alice")
     assert b.received == received
     assert b.socket == ("tcp:192.0.2.1:5060" if source[0] == "tcp" else "udp:192.0.2.1:5060")
+
+
+async def test_a_ua_that_is_where_its_via_says_is_reached_at_its_contact(registrar, location):
+    # Not behind a NAT (the source is the Via's sent-by): a Contact on another port or
+    # host — a test tool registering for a callee, a third-party registration — is used
+    # as it is (Kamailio's nat_uac_test("19") would not fire either).
+    req = register("<sip:alice@198.51.100.7:6000>", source=("udp", "198.51.100.7", 7000),
+                   via="198.51.100.7:7000")
+    assert (await save(registrar, req)).status == OK
+    (b,) = await location.get("alice")
+    assert b.received is None
 
 
 async def test_methods_from_allow_or_the_contact_parameter(registrar, location):
