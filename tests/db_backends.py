@@ -56,34 +56,43 @@ def _skip_loudly(banner: str) -> None:
 # Servers (session-wide, started on first use, stopped by PID at the end).
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server on 127.0.0.1 with an empty cluster."""
-    bindir = find_postgres_bindir()
-    if bindir is None:
-        _skip_loudly(PG_MISSING)
-    server = PostgresServer(bindir)
+@contextlib.contextmanager
+def database_server(kind: str) -> Iterator[PostgresServer | MariadbServer]:
+    """A real database server on 127.0.0.1 with an empty data directory, stopped by PID
+    at the end: ``kind`` "postgresql" or "mysql" (MariaDB). Skips loudly when its
+    binaries are missing. For a test module that stops and starts its own server, wrap
+    it in a module fixture."""
+    server: PostgresServer | MariadbServer
+    if kind == "postgresql":
+        bindir = find_postgres_bindir()
+        if bindir is None:
+            _skip_loudly(PG_MISSING)
+        server = PostgresServer(bindir)
+    else:
+        found = find_mariadbd()
+        if found is None:
+            _skip_loudly(MARIADB_MISSING)
+        server = MariadbServer(*found)
     try:
         server.setup()
         server.start()
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on 127.0.0.1 with an empty cluster."""
+    with database_server("postgresql") as server:
+        yield server  # type: ignore[misc]
 
 
 @pytest.fixture(scope="session")
 def mariadb_server() -> Iterator[MariadbServer]:
     """A MariaDB server on 127.0.0.1 with an empty data directory."""
-    found = find_mariadbd()
-    if found is None:
-        _skip_loudly(MARIADB_MISSING)
-    server = MariadbServer(*found)
-    try:
-        server.setup()
-        server.start()
-        yield server
-    finally:
-        server.kill()
+    with database_server("mysql") as server:
+        yield server  # type: ignore[misc]
 
 
 def unique_name(prefix: str) -> str:

@@ -17,14 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from db_backends import _skip_loudly
+from db_backends import database_server
 from db_servers import (
-    MARIADB_MISSING,
-    PG_MISSING,
     MariadbServer,
     PostgresServer,
-    find_mariadbd,
-    find_postgres_bindir,
 )
 
 from siprouter.modules.auth import Auth, AuthResult
@@ -231,22 +227,8 @@ async def test_password_change_counts_at_once(storage: Storage, clock: Clock):
 @pytest.fixture(scope="module", params=["postgresql", "mysql"])
 def own_server(request) -> Iterator[PostgresServer | MariadbServer]:
     """A database server of this module's own, which a test stops and starts."""
-    if request.param == "postgresql":
-        bindir = find_postgres_bindir()
-        if bindir is None:
-            _skip_loudly(PG_MISSING)
-        server: PostgresServer | MariadbServer = PostgresServer(bindir)
-    else:
-        found = find_mariadbd()
-        if found is None:
-            _skip_loudly(MARIADB_MISSING)
-        server = MariadbServer(*found)
-    try:
-        server.setup()
-        server.start()
+    with database_server(request.param) as server:
         yield server
-    finally:
-        server.kill()
 
 
 async def test_database_outage_is_a_500_result(own_server, clock: Clock):

@@ -11,14 +11,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from db_backends import _skip_loudly
+from db_backends import database_server
 from db_servers import (
-    MARIADB_MISSING,
-    PG_MISSING,
     MariadbServer,
     PostgresServer,
-    find_mariadbd,
-    find_postgres_bindir,
 )
 
 from siprouter.storage import StorageUnavailable, open_storage
@@ -31,22 +27,8 @@ RETRY_INTERVAL = 0.2
 @pytest.fixture(scope="module", params=["postgresql", "mysql"])
 def own_server(request) -> Iterator[PostgresServer | MariadbServer]:
     """A database server of this module's own: the test stops and starts it."""
-    if request.param == "postgresql":
-        bindir = find_postgres_bindir()
-        if bindir is None:
-            _skip_loudly(PG_MISSING)
-        server: PostgresServer | MariadbServer = PostgresServer(bindir)
-    else:
-        found = find_mariadbd()
-        if found is None:
-            _skip_loudly(MARIADB_MISSING)
-        server = MariadbServer(*found)
-    try:
-        server.setup()
-        server.start()
+    with database_server(request.param) as server:
         yield server
-    finally:
-        server.kill()
 
 
 class Writer:
