@@ -561,7 +561,7 @@ class Registrar:
                     and _transport_matches(uri, proto):
                 return None
             if not behind_nat and _transport_matches(uri, proto) \
-                    and not (_is_private(uri.host_bare) and uri.host_bare != source.ip):
+                    and not (uri.host_bare != source.ip and _is_private(uri.host_bare)):
                 return None
         ip = source.ip
         host = f"[{ip}]" if ":" in ip else ip
@@ -699,14 +699,18 @@ def _via_is_not_source(req: Any, source: Any) -> bool:
         return True
     if via is None:
         return True
-    host = via.host[1:-1] if via.host[:1] == "[" else via.host
     port = via.port or (5061 if via.transport == "TLS" else 5060)
     if port != source.port:
         return True
-    try:
-        return ipaddress.ip_address(host) != ipaddress.ip_address(source.ip)
+    host = via.host
+    if host == source.ip:
+        return False  # the common case, without parsing addresses
+    if host[:1] != "[":
+        return True  # another IPv4 address, or a host name: the source is what we know
+    try:  # IPv6: the same address may be written in several ways
+        return ipaddress.ip_address(host[1:-1]) != ipaddress.ip_address(source.ip)
     except ValueError:
-        return True  # a host name in Via: the source address is what we know
+        return True
 
 
 def _is_private(host: str) -> bool:
