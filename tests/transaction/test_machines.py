@@ -255,7 +255,7 @@ def _pairs():
                                    id=f"{cls.__name__}-{state}-{EVENT_NAMES[event]}")
 
 
-@pytest.mark.parametrize(("cls", "state", "event"), _pairs())
+@pytest.mark.parametrize(("cls", "state", "event"), list(_pairs()))
 def test_transition(cls, state, event):
     m = reach(cls, state)
     before = m.deadline
