@@ -15,6 +15,7 @@ from siprouter.modules.dispatcher import (
     load_list_file,
     parse_attrs,
     parse_list,
+    parse_state,
     sets_from_rows,
 )
 
@@ -158,3 +159,23 @@ def test_destination_and_set_directly():
     assert not d.usable and d.state_name == "inactive"
     s = DestinationSet(4, [d])
     assert len(s) == 1 and list(s) == [d] and s.setid == 4
+
+
+@pytest.mark.parametrize(("text", "state"), [
+    ("a", 0), ("A", 0), ("1", 0), ("i", INACTIVE), ("I", INACTIVE), ("0", INACTIVE),
+    ("p", PROBING), ("P", PROBING), ("2", PROBING), ("ip", INACTIVE | PROBING),
+])
+def test_parse_state_letters(text, state):
+    assert parse_state(text) == state
+
+
+def test_parse_state_refuses_others():
+    for bad in ("", "x", "3", "active"):
+        with pytest.raises(ValueError, match="expected a state"):
+            parse_state(bad)
+
+
+def test_as_dict_for_listing():
+    d = parse_list("5 sip:10.0.0.1 2 7 duid=x\n")[5].destinations[0]
+    assert d.as_dict() == {"uri": "sip:10.0.0.1", "state": "probing", "flags": PROBING,
+                           "priority": 7, "attrs": {"duid": "x"}}

@@ -38,6 +38,7 @@ from .destinations import (
     load_list_file,
     parse_attrs,
     parse_list,
+    parse_state,
     sets_from_rows,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "load_list_file",
     "parse_attrs",
     "parse_list",
+    "parse_state",
     "sets_from_rows",
     "stable_hash",
     "uri_hash_key",

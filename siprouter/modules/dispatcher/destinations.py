@@ -39,6 +39,7 @@ __all__ = [
     "load_list_file",
     "sets_from_rows",
     "parse_attrs",
+    "parse_state",
 ]
 
 # Destination flags (the list file's third field, the table's flags column).
@@ -98,6 +99,11 @@ class Destination:
         return ",".join(n for bit, n in ((INACTIVE, "inactive"), (PROBING, "probing"))
                         if s & bit)
 
+    def as_dict(self) -> dict[str, Any]:
+        """What ``ds.list`` shows of it (JSON-serialisable)."""
+        return {"uri": self.uri, "state": self.state_name, "flags": self.state,
+                "priority": self.priority, "attrs": dict(self.attrs)}
+
     def __repr__(self) -> str:
         return f"Destination({self.setid}, {self.uri!r}, state={self.state_name})"
 
@@ -132,6 +138,25 @@ class DestinationSet:
 
     def __repr__(self) -> str:
         return f"DestinationSet({self.setid}, {list(self.destinations)!r})"
+
+
+_STATE_LETTERS = {"a": 0, "1": 0, "i": INACTIVE, "0": INACTIVE, "p": PROBING, "2": PROBING}
+
+
+def parse_state(text: str) -> int:
+    """State bits from the letters ``ds_mark_dst`` and ``ds.set_state`` take: ``a`` /
+    ``A`` / ``1`` active, ``i`` / ``I`` / ``0`` inactive, ``p`` / ``P`` / ``2`` probing;
+    ``ip`` (both) as Kamailio accepts.
+
+    :raises ValueError: with an ``expected …`` message for anything else.
+    """
+    t = text.strip().lower()
+    if t in _STATE_LETTERS:
+        return _STATE_LETTERS[t]
+    if t in ("ip", "pi"):
+        return INACTIVE | PROBING
+    raise ValueError(f'expected a state "a" (active), "i" (inactive) or "p" (probing), '
+                     f"got {text!r}")
 
 
 def _sip_uri(text: str) -> SipUri:
