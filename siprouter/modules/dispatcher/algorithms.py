@@ -301,7 +301,7 @@ class Selector:
             default = dests[-1]
             n -= 1
         if alg == ALG_PARALLEL:
-            chosen = [d for d in dests[:n] if d.usable]
+            chosen = [d for d in dests[:n] if not d.state & 3]
             if not chosen and default is not None:
                 chosen = [default]
             return Selection(dset.setid, alg, chosen, parallel=True)
@@ -317,7 +317,10 @@ class Selector:
             start = self._start(dset, alg, req, n)
         if start is None:
             return Selection(dset.setid, alg, [])
-        candidates = [dests[i % n] for i in range(start, start + n) if dests[i % n].usable]
+        # The walk from start, wrapping; state bits 1|2 (inactive, probing) skip.
+        candidates = [d for d in dests[start:n] if not d.state & 3]
+        if start:
+            candidates += [d for d in dests[:start] if not d.state & 3]
         if alg == ALG_CALL_LOAD:
             candidates = self._by_load(candidates)
         if rotate and candidates:
