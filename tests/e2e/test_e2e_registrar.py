@@ -197,3 +197,36 @@ def test_pyvoip_registers_with_a_password_and_is_found(siprouter: SiprouterFacto
     out = _pyvoip(HOST, str(server.port), "erin", "wrong-pw", str(free_port(HOST)))
     assert "STATUS REGISTERED" not in out.stdout, out.stdout
     assert server.alive()
+
+
+def test_phone_registered_over_tcp_is_called_on_its_connection(siprouter: SiprouterFactory,
+                                                               tmp_path: Path) -> None:
+    # A phone that registers over TCP listens on no port of its own that the proxy could
+    # reach: the proxy must use the phone's connection (the registered contact's
+    # `received`). Authentication off to keep the exchange short.
+    from e2e_support import TcpPeer, UdpPeer, call_id_of, status_of
+
+    server = siprouter.start(None, params={"auth": False})
+    with TcpPeer(server) as phone, UdpPeer(server) as caller:
+        register = (
+            f"REGISTER sip:{HOST} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP {HOST}:5999;branch=z9hG4bK-tcpreg1\r\n"
+            f"From: <sip:frank@{HOST}>;tag=r1\r\nTo: <sip:frank@{HOST}>\r\n"
+            f"Call-ID: tcpreg-1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n"
+            f"Contact: <sip:frank@{HOST}:5999;transport=tcp>\r\nExpires: 300\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+        assert phone.send(register)
+        assert status_of(phone.recv_message() or b"") == 200
+        invite = (
+            f"INVITE sip:frank@{HOST}:{server.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {HOST}:{caller.sock.getsockname()[1]};branch=z9hG4bK-tcpinv1\r\n"
+            f"From: <sip:grace@elsewhere.example>;tag=c1\r\nTo: <sip:frank@{HOST}>\r\n"
+            f"Call-ID: tcpcall-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+            f"Contact: <sip:grace@{HOST}:{caller.sock.getsockname()[1]}>\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+        caller.send(invite)
+        got = phone.recv_message(timeout=5.0)
+        assert got is not None and got.startswith(b"INVITE sip:frank@"), (got, server.log_tail())
+        # Nothing listens on the Contact's port 5999: the INVITE came on the phone's own
+        # connection.
+        assert call_id_of(got) == "tcpcall-1"
