@@ -714,6 +714,130 @@ class AuthConfig:
         "the clients.", "string", default=None, default_doc="unset (random)")
 
 
+def _check_optional_path(value: Any, ctx: _Context) -> Path | None:
+    if not isinstance(value, str) or not value:
+        raise _Invalid("expected a file path")
+    return _resolve_path(value, ctx)
+
+
+def _check_nonempty_str(value: Any, ctx: _Context) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("expected a non-empty string")
+    return value.strip()
+
+
+def _check_flag(value: Any, ctx: _Context) -> bool:
+    # Kamailio writes these as 0/1; TOML readers also write true/false.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise _Invalid("expected true or false (or 1 / 0)")
+
+
+def _check_reply_codes(value: Any, ctx: _Context) -> tuple[int, ...]:
+    expected = 'expected a list of SIP status codes such as [403, 404], or "403,404"'
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
+    elif isinstance(value, list):
+        parts = value
+    else:
+        raise _Invalid(expected)
+    codes = []
+    for part in parts:
+        try:
+            code = int(part)
+        except (TypeError, ValueError):
+            raise _Invalid(expected) from None
+        if isinstance(part, bool) or not 100 <= code <= 699:
+            raise _Invalid(expected)
+        codes.append(code)
+    return tuple(codes)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherConfig:
+    """[dispatcher]: load balancing over destination sets (the overview's Dispatcher Module; Kamailio's dispatcher). On when `list_file` or `db_url` is set."""
+
+    list_file: Path | None = _opt(
+        _check_optional_path,
+        "File with the destination sets: `SETID URI [FLAGS [PRIORITY [ATTRS]]]` per line, "
+        "`#` comments. A relative path is relative to the configuration file.",
+        "string (path)", default=None, default_doc="unset")
+    db_url: str | None = _opt(
+        _check_db_url,
+        "Load the sets from this database's `table_name` instead of `list_file` (a URL "
+        "as `[database] url`).", "string (URL)", default=None, default_doc="unset")
+    table_name: str = _opt(_check_nonempty_str, "Table of the destination sets.", "string",
+                           default="dispatcher", default_doc='"dispatcher"')
+    setid_col: str = _opt(_check_nonempty_str, "Column of the set id.", "string",
+                          default="setid", default_doc='"setid"')
+    destination_col: str = _opt(_check_nonempty_str, "Column of the destination SIP URI.",
+                                "string", default="destination", default_doc='"destination"')
+    flags_col: str = _opt(_check_nonempty_str, "Column of the flags (1 inactive, 2 probing).",
+                          "string", default="flags", default_doc='"flags"')
+    priority_col: str = _opt(_check_nonempty_str, "Column of the priority.", "string",
+                             default="priority", default_doc='"priority"')
+    attrs_col: str = _opt(_check_nonempty_str,
+                          "Column of the attributes (`weight=…;duid=…;maxload=…`).", "string",
+                          default="attrs", default_doc='"attrs"')
+    force_dst: bool = _opt(
+        _check_flag, "Overwrite a destination address the script has already set.",
+        "boolean", default=False, default_doc="false")
+    flags: int = _opt(
+        _int_range(0, 3),
+        "1: hash over the username only (otherwise username, host and port, the port "
+        "only when not 5060/5061); 2: failover support (the other destinations are kept "
+        "for `ds_next_dst`).", "integer", default=0, default_doc="0")
+    use_default: bool = _opt(
+        _check_flag, "The last destination of a set is used only as the last resort.",
+        "boolean", default=False, default_doc="false")
+    hash_pvar: str | None = _opt(
+        _check_nonempty_str,
+        "Template of the string algorithm 7 hashes, e.g. `\"{from_user}{to_user}\"`.",
+        "string", default=None, default_doc="unset (algorithm 7 disabled)")
+    setid_pvar: str | None = _opt(
+        _check_nonempty_str, "Name under which `ds_is_from_list` records the matched set id.",
+        "string", default=None, default_doc="unset")
+    ds_ping_method: str = _opt(_check_nonempty_str, "Method of the probing requests.",
+                               "string", default="OPTIONS", default_doc='"OPTIONS"')
+    ds_ping_from: str = _opt(_check_nonempty_str, "From URI of the probing requests.",
+                             "string", default="sip:dispatcher@localhost",
+                             default_doc='"sip:dispatcher@localhost"')
+    ds_ping_interval: int = _opt(
+        _int_range(0, 86400), "Seconds between probes; 0 turns probing off.", "integer",
+        default=10, default_doc="10")
+    ds_probing_threshhold: int = _opt(
+        _int_range(1, 1000),
+        "Failed requests or probes before an active destination goes to probing "
+        "(Kamailio's name `ds_probing_threshold` is accepted too).", "integer",
+        default=3, default_doc="3")
+    ds_probing_mode: int = _opt(
+        _int_range(0, 1), "0: probe only destinations in probing state; 1: probe all.",
+        "integer", default=0, default_doc="0")
+    options_reply_codes: tuple[int, ...] = _opt(
+        _check_reply_codes,
+        "Replies to a probe, besides 200, that count as alive (Kamailio's "
+        "`ds_ping_reply_codes` is accepted too).", "array of integers",
+        default=(), default_doc="[] (200 only)")
+
+    @property
+    def enabled(self) -> bool:
+        """The dispatcher runs when it has somewhere to load its sets from."""
+        return self.list_file is not None or self.db_url is not None
+
+
+# Other names operators know for some keys (Kamailio's current ones): section -> alias -> key.
+_ALIASES: dict[str, dict[str, str]] = {
+    "dispatcher": {
+        "ds_probing_threshold": "ds_probing_threshhold",
+        "ds_ping_reply_codes": "options_reply_codes",
+        "setid_pvname": "setid_pvar",
+        "hash_pvname": "hash_pvar",
+    },
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``source`` is the file it was read from (None: embedded
@@ -728,6 +852,7 @@ class Config:
     usrloc: UsrlocConfig = field(default_factory=UsrlocConfig)
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     mgmt: MgmtConfig = field(default_factory=MgmtConfig)
     source: Path | None = None
 
@@ -748,6 +873,7 @@ _SECTIONS: dict[str, type] = {
     "usrloc": UsrlocConfig,
     "registrar": RegistrarConfig,
     "auth": AuthConfig,
+    "dispatcher": DispatcherConfig,
     "mgmt": MgmtConfig,
 }
 
@@ -786,6 +912,7 @@ def _check_value(cls: type, key: str, value: Any, source: str, ctx: _Context) ->
     """Check one ``section.name`` value; returns (field name, converted value)."""
     section, _, name = key.partition(".")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    name = _ALIASES.get(section, {}).get(name, name)
     f = fields.get(name)
     if f is None:
         raise ConfigError(source, key, _toml_repr(value), _unknown(name, fields))

@@ -280,7 +280,7 @@ ERROR_CASES = [
     ("[server]\nlisen = []", "server.lisen", "[]",
      'unknown key; expected one of listen, domains, hostname, data_dir (did you mean "listen"?)'),
     ('[sever]\nlisten = ["udp:127.0.0.1:5060"]', "sever", '{listen = ["udp:127.0.0.1:5060"]}',
-     'unknown section; expected one of server, routing, log, transport, database, transaction, usrloc, registrar, auth, mgmt (did you mean "server"?)'),
+     'unknown section; expected one of server, routing, log, transport, database, transaction, usrloc, registrar, auth, dispatcher, mgmt (did you mean "server"?)'),
     ('[log]\nlevel = "info"\ncolour = true', "log.colour", "true", "unknown key"),
     ('server = "x"', "server", '"x"', "expected a table [server]"),
 ]
@@ -368,3 +368,27 @@ def test_readme_example_is_valid(tmp_path: Path) -> None:
 def test_docs_file_is_up_to_date() -> None:
     on_disk = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
     assert on_disk == render_docs(), "run: python3 -m siprouter.config > docs/config.md"
+
+
+def test_dispatcher_section_with_kamailio_names(write, tmp_path: Path) -> None:
+    path = write(
+        '[dispatcher]\nlist_file = "dispatcher.list"\nflags = 2\nuse_default = 1\n'
+        'ds_probing_threshold = 5\nds_ping_reply_codes = "403,404"\nds_ping_interval = 1\n')
+    ds = load_config(path).dispatcher
+    assert ds.enabled
+    assert ds.list_file == tmp_path / "dispatcher.list"
+    assert (ds.flags, ds.use_default, ds.ds_probing_threshhold) == (2, True, 5)
+    assert ds.options_reply_codes == (403, 404)
+    assert not load_config(None).dispatcher.enabled
+
+
+@pytest.mark.parametrize(("line", "key", "expected"), [
+    ("flags = 4", "dispatcher.flags", "expected an integer from 0 to 3"),
+    ("options_reply_codes = [99]", "dispatcher.options_reply_codes", "SIP status codes"),
+    ("ds_probing_mode = 2", "dispatcher.ds_probing_mode", "from 0 to 1"),
+    ("use_default = 3", "dispatcher.use_default", "true or false"),
+])
+def test_dispatcher_errors_name_the_key(write, line: str, key: str, expected: str) -> None:
+    err = error_of(write(f"[dispatcher]\n{line}\n"))
+    assert err.key == key
+    assert expected in str(err)

@@ -173,4 +173,5 @@ main.add_command(_db_command)
 from siprouter.cli.user import user as _user_command  # noqa: E402
 
 main.add_command(_user_command)
+from siprouter.cli import ds as _ds_commands  # noqa: E402, F401  (registers ds)
 from siprouter.cli import rpc as _rpc_commands  # noqa: E402, F401  (registers rpc and ul)
