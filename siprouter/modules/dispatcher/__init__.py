@@ -2,8 +2,8 @@
 """The dispatcher: destination sets and the load-balancing algorithms over them.
 
 ``destinations`` loads sets (list file, database rows); ``algorithms`` chooses from a
-set for a request. Both are pure: the module class that the script sees, probing and
-management build on them.
+set for a request. Both are pure; ``module`` holds :class:`Dispatcher`, the module
+the script sees (``ctx.dispatcher``) with its management commands, built on them.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from .destinations import (
     parse_state,
     sets_from_rows,
 )
+from .module import PARAM_ALIASES, Dispatcher, Selected
 
 __all__ = [
     "ALG_AUTH_USERNAME",
@@ -58,10 +59,13 @@ __all__ = [
     "FLAG_FAILOVER",
     "FLAG_HASH_USER_ONLY",
     "INACTIVE",
+    "PARAM_ALIASES",
     "PROBING",
     "Destination",
     "DestinationSet",
+    "Dispatcher",
     "DispatcherListError",
+    "Selected",
     "Selection",
     "Selector",
     "compile_hash_template",
