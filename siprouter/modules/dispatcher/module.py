@@ -84,17 +84,6 @@ class Selected(NamedTuple):
     count: int
 
 
-class _CallState:
-    """The dispatcher's values for one request (its transaction's request)."""
-
-    __slots__ = ("selection", "domain", "matched_setid")
-
-    def __init__(self) -> None:
-        self.selection: Selection | None = None
-        self.domain = False  # selected with ds_select_domain (rewrite the R-URI)
-        self.matched_setid: int | None = None
-
-
 def _root(req: Any) -> Any:
     """The request the dispatcher's values are kept on: the transaction's request when
     there is a transaction (on_branch works on a copy), else the request itself."""
@@ -247,7 +236,10 @@ class Dispatcher:
         self._sets: dict[int, DestinationSet] = {}
         # Source IP -> [(setid, port or None, transport or None)] for ds_is_from_list.
         self._by_ip: dict[str, list[tuple[int, int | None, str | None]]] = {}
-        self._calls: weakref.WeakKeyDictionary[Any, _CallState] = weakref.WeakKeyDictionary()
+        # Per request (the transaction's): its Selection, and the set id ds_is_from_list
+        # matched. Weak: they go with the request.
+        self._selections: weakref.WeakKeyDictionary[Any, Selection] = weakref.WeakKeyDictionary()
+        self._matched: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         #: Counters: selections, failovers, state changes, reloads.
         self.stats: dict[str, int] = {
             "selected": 0, "select_failed": 0, "next": 0, "exhausted": 0, "marked": 0,
@@ -352,12 +344,8 @@ class Dispatcher:
 
     # -- script functions -----------------------------------------------------------------
 
-    def _state(self, req: Any, create: bool = False) -> _CallState | None:
-        root = _root(req)
-        st = self._calls.get(root)
-        if st is None and create:
-            st = self._calls[root] = _CallState()
-        return st
+    def _selection(self, req: Any) -> Selection | None:
+        return self._selections.get(_root(req))
 
     def _select(self, req: Any, setid: int, alg: int, limit: int | None,
                 domain: bool) -> bool:
@@ -385,9 +373,8 @@ class Dispatcher:
                     req.append_branch(str(uri))
                 else:
                     req.append_branch(req.ruri, destination=d.uri)
-        st = self._state(req, create=True)
-        st.selection = sel  # type: ignore[union-attr]
-        st.domain = domain  # type: ignore[union-attr]
+        txn = getattr(req, "transaction", None)
+        self._selections[req if txn is None else txn.request] = sel
         self.stats["selected"] += 1
         return True
 
@@ -430,10 +417,10 @@ class Dispatcher:
     def _next(self, req: Any) -> Destination | None:
         if not self.flags & FLAG_FAILOVER:
             return None
-        st = self._state(req)
-        if st is None or st.selection is None:
+        sel = self._selection(req)
+        if sel is None:
             return None
-        d = st.selection.next_destination()
+        d = sel.next_destination()
         if d is None:
             self.stats["exhausted"] += 1
         else:
@@ -474,8 +461,8 @@ class Dispatcher:
                 bits = parse_state(state)
             except ValueError as exc:
                 raise LocalProtocolError(f"ds_mark_dst: {exc}") from None
-        st = self._state(req)
-        used = st.selection.current if st is not None and st.selection is not None else None
+        sel = self._selection(req)
+        used = sel.current if sel is not None else None
         if used is None:
             return False
         # The destination of the current sets (a reload may have replaced the object).
@@ -507,22 +494,20 @@ class Dispatcher:
                 continue
             if dproto is not None and dproto != proto:
                 continue
-            self._state(req, create=True).matched_setid = setid  # type: ignore[union-attr]
+            self._matched[_root(req)] = setid
             return True
         return False
 
     def matched_setid(self, req: Any) -> int | None:
         """The set id the last true ``ds_is_from_list`` found for ``req`` (what
         ``setid_pvar`` holds in Kamailio), or None."""
-        st = self._state(req)
-        return st.matched_setid if st is not None else None
+        return self._matched.get(_root(req))
 
     def selected(self, req: Any) -> Selected | None:
         """The values Kamailio keeps in ``grp_avp`` / ``dst_avp`` / ``cnt_avp`` for
         ``req``: a :class:`Selected` (set id, destination in use or None once exhausted,
         candidates not tried yet, candidate count), or None when nothing was selected."""
-        st = self._state(req)
-        sel = st.selection if st is not None else None
+        sel = self._selection(req)
         if sel is None:
             return None
         cur = sel.current
