@@ -6,6 +6,7 @@ destination table on every storage backend."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import types
 
@@ -352,6 +353,91 @@ async def test_set_state_inactive_takes_effect_on_the_next_call(list_file) -> No
     assert dest == target(GW1)
 
 
+# -- health probing ---------------------------------------------------------------------------
+
+class Gateways:
+    """The far ends of the probes: a status per URI (None: no answer, i.e. 408)."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, int | None] = {}
+        self.sent: list[tuple[str, str, str]] = []
+
+    async def __call__(self, method: str, uri: str, from_uri: str) -> int:
+        self.sent.append((method, uri, from_uri))
+        status = self.status.get(uri, 200)
+        return 408 if status is None else status
+
+
+async def test_probing_mode_0_probes_only_probing_destinations_and_revives_them(
+        list_file, caplog) -> None:
+    d = await loaded(list_file, ds_ping_method="INFO")
+    gw = Gateways()
+    assert await d.probe_once(gw) == 0 and gw.sent == []
+    d.set_state("p", 1, GW2)
+    gw.status[GW2] = None
+    assert await d.probe_once(gw) == 1
+    assert gw.sent == [("INFO", GW2, "sip:dispatcher@localhost")]
+    assert d.sets[1].find(GW2).state == PROBING  # still down
+    caplog.set_level(logging.INFO, logger="siprouter.dispatcher")
+    gw.status[GW2] = 200
+    await d.probe_once(gw)
+    assert d.sets[1].find(GW2).state == 0
+    assert "dispatcher: sip:192.0.2.32:5060 set 1 probing -> active (probe: 200)" in caplog.text
+    assert await d.probe_once(gw) == 0  # nothing in probing state any more
+
+
+async def test_probing_mode_1_threshold_moves_active_to_probing_and_back(list_file) -> None:
+    d = await loaded(list_file, ds_probing_mode=1, ds_probing_threshold=2,
+                     ds_ping_reply_codes="501")
+    gw = Gateways()
+    gw.status[GW1] = None
+    gw.status[GW3] = 501  # an accepted reply code
+    assert await d.probe_once(gw) == 5  # every destination
+    assert d.sets[1].find(GW1).state == 0 and d.sets[1].find(GW1).failures == 1
+    await d.probe_once(gw)
+    assert d.sets[1].find(GW1).state == PROBING  # two failures in a row
+    assert d.sets[1].find(GW3).state == 0
+    # A call now skips it.
+    (_, dest), = invites(await call(make_tester(d, alg=8)))
+    assert dest == target(GW2)
+    gw.status[GW1] = 200
+    await d.probe_once(gw)
+    assert d.sets[1].find(GW1).state == 0 and d.sets[1].find(GW1).failures == 0
+    assert d.stats["state_changes"] == 2 and d.stats["probe_failures"] == 2
+
+
+async def test_start_probes_every_interval_until_stop(list_file) -> None:
+    d = Dispatcher(list_file=list_file, ds_probing_mode=1, ds_ping_interval=0.02,
+                   ds_probing_threshhold=1)
+    gw = Gateways()
+    gw.status[GW1] = 503
+    await d.start(pinger=gw)
+    try:
+        for _ in range(200):
+            if d.sets[1].find(GW1).state == PROBING:
+                break
+            await asyncio.sleep(0.01)
+        assert d.sets[1].find(GW1).state == PROBING
+    finally:
+        await d.stop()
+    sent = len(gw.sent)
+    await asyncio.sleep(0.06)
+    assert len(gw.sent) == sent  # stopped
+
+
+async def test_a_pinger_that_raises_counts_as_no_answer(list_file, caplog) -> None:
+    d = await loaded(list_file, ds_probing_mode=1, ds_probing_threshhold=1)
+
+    async def broken(method: str, uri: str, from_uri: str) -> int:
+        raise RuntimeError("no socket")
+
+    await d.probe_once(broken)
+    assert all(x.state == PROBING for x in d.sets[1])
+    assert "probing sip:192.0.2.31:5060 failed: no socket" in caplog.text
+    with pytest.raises(LocalProtocolError, match="needs a pinger"):
+        await Dispatcher().probe_once()
+
+
 # -- parameters -------------------------------------------------------------------------------
 
 def test_defaults_are_the_overviews() -> None:
@@ -385,7 +471,8 @@ def test_from_params_takes_kamailio_aliases_and_rejects_unknown_names(list_file)
     ({"force_dst": "yes"}, "force_dst: expected an integer"),
     ({"ds_probing_mode": 2}, "ds_probing_mode: expected one of 0, 1"),
     ({"ds_probing_threshhold": 0}, "ds_probing_threshhold: expected an integer >= 1"),
-    ({"ds_ping_interval": -1}, "ds_ping_interval: expected an integer >= 0"),
+    ({"ds_ping_interval": -1}, "ds_ping_interval: expected seconds >= 0"),
+    ({"ds_ping_interval": "10"}, "ds_ping_interval: expected seconds >= 0"),
     ({"options_reply_codes": "501, abc"}, "options_reply_codes: expected status codes"),
     ({"ds_ping_from": "mailto:x@y"}, "ds_ping_from: expected a SIP URI"),
     ({"ds_ping_method": "OPT IONS"}, "ds_ping_method: expected a SIP method"),

@@ -18,20 +18,27 @@ so ``ds_next_dst(req)`` there moves on to the next candidate, and ``ds_mark_dst(
 marks the one last used. :meth:`Dispatcher.selected` reads those values. A call in
 progress keeps its own Selection, so a reload never changes what it fails over to.
 
-State changes (``ds_mark_dst``, ``ds.set_state``) are logged at INFO and counted in
-:attr:`Dispatcher.stats`. Health probing (OPTIONS to destinations in probing state) needs
-the proxy to originate requests and is not part of this file yet; its parameters are
-validated and kept.
+State changes (``ds_mark_dst``, ``ds.set_state``, probes) are logged at INFO and
+counted in :attr:`Dispatcher.stats`.
+
+Health probing: every ``ds_ping_interval`` seconds the destinations in probing state
+(``ds_probing_mode`` 0) or all of them (1) get a ``ds_ping_method`` request from
+``ds_ping_from``. Sending it is the server's part: :meth:`Dispatcher.start` takes a
+``pinger`` coroutine function giving the final status (408 when none came);
+:meth:`Dispatcher.probe_result` applies it (200 or ``options_reply_codes``: active;
+``ds_probing_threshhold`` failures in a row: active -> probing).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import difflib
 import ipaddress
 import logging
 import random
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,7 +60,7 @@ from .destinations import (
     sets_from_rows,
 )
 
-__all__ = ["Dispatcher", "Selected", "PARAM_ALIASES"]
+__all__ = ["Dispatcher", "Selected", "Pinger", "PARAM_ALIASES"]
 
 log = logging.getLogger("siprouter.dispatcher")
 
@@ -68,6 +75,11 @@ PARAM_ALIASES: dict[str, str] = {
 # are values read with Dispatcher.selected(); db_url is opened by the server, which
 # passes the storage.
 _IGNORED_PARAMS = frozenset({"dst_avp", "grp_avp", "cnt_avp", "db_url"})
+
+#: Sends one probe and gives its final status: ``pinger(method, destination_uri,
+#: from_uri)`` -> 200, 404 … or 408 when no final response came in time. The server
+#: provides it (a UAC transaction of the proxy); tests pass a plain function.
+Pinger = Callable[[str, str, str], Awaitable[int]]
 
 _STATE_NAMES = {0: "active", INACTIVE: "inactive", PROBING: "probing",
                 INACTIVE | PROBING: "inactive,probing"}
@@ -159,7 +171,7 @@ class Dispatcher:
     :param setid_pvar: where ``ds_is_from_list()`` stores the set id: kept as a name
         for configuration compatibility; the value is read with :meth:`matched_setid`.
     :param ds_ping_method, ds_ping_from, ds_ping_interval, ds_probing_threshhold,
-        ds_probing_mode, options_reply_codes: health probing (validated and kept;
+        ds_probing_mode, options_reply_codes: health probing (see the module docstring;
         ``ds_probing_mode`` 1 also makes ``ds_mark_dst()`` mark probing).
     :param ds_probing_threshold, ds_ping_reply_codes: Kamailio's names, as aliases.
     :param active_calls: algorithm 10's counts (see ``Selector``).
@@ -221,7 +233,11 @@ class Dispatcher:
                 raise LocalProtocolError(f"dispatcher ds_ping_from: expected a SIP URI, "
                                          f"got {ds_ping_from!r}")
         self.ds_ping_from = ds_ping_from
-        self.ds_ping_interval = _int_param("ds_ping_interval", ds_ping_interval, minimum=0)
+        if isinstance(ds_ping_interval, bool) or not isinstance(ds_ping_interval, int | float) \
+                or not ds_ping_interval >= 0:
+            raise LocalProtocolError(f"dispatcher ds_ping_interval: expected seconds >= 0 "
+                                     f"(0: no probing), got {ds_ping_interval!r}")
+        self.ds_ping_interval = ds_ping_interval
         if ds_probing_threshold is not None:
             ds_probing_threshhold = ds_probing_threshold
         self.ds_probing_threshhold = _int_param("ds_probing_threshhold",
@@ -243,8 +259,11 @@ class Dispatcher:
         #: Counters: selections, failovers, state changes, reloads.
         self.stats: dict[str, int] = {
             "selected": 0, "select_failed": 0, "next": 0, "exhausted": 0, "marked": 0,
-            "state_changes": 0, "reloads": 0, "reload_failures": 0,
+            "state_changes": 0, "reloads": 0, "reload_failures": 0, "probes": 0,
+            "probe_failures": 0,
         }
+        self._pinger: Pinger | None = None
+        self._probing: asyncio.Task[None] | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], storage: Any = None,
@@ -316,12 +335,22 @@ class Dispatcher:
         """
         self._install(await self._read())
 
-    async def start(self) -> None:
-        """Load the sets (the server calls this before serving)."""
+    async def start(self, pinger: Pinger | None = None) -> None:
+        """Load the sets (the server calls this before serving) and, given a ``pinger``
+        and a ``ds_ping_interval`` above 0, probe every ``ds_ping_interval`` seconds."""
         await self.load()
+        self._pinger = pinger
+        if pinger is not None and self.ds_ping_interval > 0 and self._probing is None:
+            self._probing = asyncio.get_running_loop().create_task(
+                self._probe_loop(pinger), name="dispatcher probing")
 
     async def stop(self) -> None:
-        """Nothing to stop yet (probing will have its task here)."""
+        """Stop probing."""
+        task, self._probing = self._probing, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def reload(self) -> dict[str, int]:
         """Read the list again and swap it in atomically; calls in progress keep their
@@ -556,6 +585,66 @@ class Dispatcher:
         d = self._find(group, address)
         self._set_state(d, bits, "ds.set_state")
         return d
+
+    # -- health probing ----------------------------------------------------------------
+
+    def probe_targets(self) -> list[Destination]:
+        """The destinations to probe now: those in probing state (``ds_probing_mode``
+        0), or all (1)."""
+        everyone = self.ds_probing_mode == 1
+        return [d for setid in sorted(self._sets) for d in self._sets[setid]
+                if everyone or d.state & PROBING]
+
+    def probe_result(self, d: Destination, status: int) -> None:
+        """Apply one probe's final status to ``d`` (408: no answer in time). 200 or a
+        code of ``options_reply_codes``: active again. Anything else: one more failure;
+        an active destination turns probing after ``ds_probing_threshhold`` failures in
+        a row (it is then skipped by selections and probed until it answers)."""
+        dset = self._sets.get(d.setid)
+        current = dset.find(d.uri) if dset is not None else None
+        if current is None:
+            return  # no longer in the list (a reload)
+        self.stats["probes"] += 1
+        if status == 200 or status in self.options_reply_codes:
+            current.failures = 0
+            self._set_state(current, 0, f"probe: {status}")
+            return
+        self.stats["probe_failures"] += 1
+        current.failures += 1
+        if not current.state & STATE_MASK and current.failures >= self.ds_probing_threshhold:
+            self._set_state(current, PROBING,
+                            f"probe: {status}, {current.failures} failures in a row")
+
+    async def probe_once(self, pinger: Pinger | None = None) -> int:
+        """Probe :meth:`probe_targets` at once (concurrently) with ``pinger`` (default:
+        the one given to :meth:`start`) and apply the results; returns how many were
+        probed. A pinger that raises is logged and counts as no answer (408)."""
+        pinger = pinger or self._pinger
+        if pinger is None:
+            raise LocalProtocolError("dispatcher probing needs a pinger (start(pinger=...))")
+        targets = self.probe_targets()
+        if not targets:
+            return 0
+        results = await asyncio.gather(
+            *(pinger(self.ds_ping_method, d.uri, self.ds_ping_from) for d in targets),
+            return_exceptions=True)
+        for d, status in zip(targets, results, strict=True):
+            if isinstance(status, BaseException):
+                if isinstance(status, asyncio.CancelledError):
+                    raise status
+                log.error("dispatcher: probing %s failed: %s", d.uri, status,
+                          exc_info=status)
+                status = 408
+            self.probe_result(d, status)
+        return len(targets)
+
+    async def _probe_loop(self, pinger: Pinger) -> None:
+        while True:
+            await asyncio.sleep(self.ds_ping_interval)
+            try:
+                await self.probe_once(pinger)
+            except Exception as exc:  # a bug: log it and keep probing
+                log.error("dispatcher: probing failed: %s", exc, exc_info=exc)
 
     # -- management -----------------------------------------------------------------------
 
