@@ -155,10 +155,17 @@ async def test_select_domain_rewrites_the_request_uri_host_and_port(list_file) -
 
 
 async def test_parallel_algorithm_forks_to_every_destination(list_file) -> None:
-    d = await loaded(list_file)
-    out = await call(make_tester(d, alg=12))
-    assert sorted(dest.host for _, dest in invites(out)) == [
-        "192.0.2.31", "192.0.2.32", "192.0.2.33"]
+    d = await loaded(list_file, flags=2)
+    d.set_state("i", 1, GW2)
+    t = make_tester(d, alg=12)
+    out = await call(t)
+    branches = invites(out)
+    assert sorted(dest.host for _, dest in branches) == ["192.0.2.31", "192.0.2.33"]
+    assert all(m.ruri == "sip:bob@example.com" for m, _ in branches)
+    await t.response(make_response(branches[0][0], 503, to_tag="a"))
+    out = await t.response(make_response(branches[1][0], 503, to_tag="b"))
+    assert invites(out) == []  # no failover after trying them all at once
+    assert [m.status for m, _ in out.responses] == [500]
 
 
 async def test_force_dst_decides_over_a_destination_already_set(list_file) -> None:

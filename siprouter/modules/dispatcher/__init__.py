@@ -41,7 +41,7 @@ from .destinations import (
     parse_state,
     sets_from_rows,
 )
-from .module import PARAM_ALIASES, Dispatcher, Selected
+from .module import PARAM_ALIASES, Dispatcher, Pinger, Selected
 
 __all__ = [
     "ALG_AUTH_USERNAME",
@@ -61,6 +61,7 @@ __all__ = [
     "INACTIVE",
     "PARAM_ALIASES",
     "PROBING",
+    "Pinger",
     "Destination",
     "DestinationSet",
     "Dispatcher",

@@ -447,8 +447,8 @@ class Dispatcher:
         if not self.flags & FLAG_FAILOVER:
             return None
         sel = self._selection(req)
-        if sel is None:
-            return None
+        if sel is None or sel.parallel:
+            return None  # algorithm 12 tried them all at once
         d = sel.next_destination()
         if d is None:
             self.stats["exhausted"] += 1
@@ -460,7 +460,8 @@ class Dispatcher:
         """Make the next failover candidate the request's next hop (in ``on_failure``:
         then ``req.relay()``). Needs ``flags`` 2 (failover).
 
-        :returns: False when none is left (or failover is off, or nothing was selected).
+        :returns: False when none is left (or failover is off, nothing was selected, or
+            algorithm 12 sent to all at once).
         """
         d = self._next(req)
         if d is None:
@@ -509,6 +510,8 @@ class Dispatcher:
         the source port its port when the URI has one, and the transport its
         ``transport`` parameter when it has one. The matching set id is kept:
         :meth:`matched_setid`."""
+        if group is not None:
+            group = int(group)
         src = req.source
         ip = src.ip
         entries = self._by_ip.get(_ip_key(ip) if ":" in ip else ip)
