@@ -36,6 +36,7 @@ LIST = f"""\
 
 2 sip:198.51.100.7:5070;transport=tcp
 2 sip:198.51.100.8
+3 sip:[2001:db8::1]:5060
 """
 
 ROUTE = '''
@@ -57,6 +58,15 @@ def failure(req, res, ctx):
     nxt = ctx.dispatcher.ds_next_domain if p.get("domain") else ctx.dispatcher.ds_next_dst
     if nxt(req):
         req.relay()
+'''
+
+BRANCH = '''
+def request_route(req, ctx):
+    ctx.dispatcher.ds_select_dst(req, 1, ctx.params["alg"])
+    req.relay(on_branch=branch)
+
+def branch(req, ctx):  # a copy of the request, for this branch
+    ctx.params["seen"].append(ctx.dispatcher.selected(req))
 '''
 
 FROM_LIST = '''
@@ -91,7 +101,7 @@ def make_tester(d: Dispatcher, source: str = ROUTE, **params) -> ScriptTester:
     params.setdefault("selected", [])
     params.setdefault("failed", [])
     return ScriptTester(script(source), modules={"dispatcher": d}, params=params,
-                        listen=("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"))
+                        listen=("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "udp:[::1]:5060"))
 
 
 def invites(out) -> list:
@@ -152,6 +162,15 @@ async def test_select_domain_rewrites_the_request_uri_host_and_port(list_file) -
     out = await fail(t, out)
     (msg, dest), = invites(out)
     assert msg.ruri == "sip:bob@192.0.2.32:5060" and dest == target(GW2)
+
+
+async def test_selected_is_readable_in_on_branch(list_file) -> None:
+    d = await loaded(list_file)
+    seen = []
+    t = make_tester(d, BRANCH, seen=seen, alg=8)
+    (msg, dest), = invites(await call(t))
+    assert dest == target(GW1)
+    assert seen == [Selected(1, GW1, (GW2, GW3), 3)]
 
 
 async def test_parallel_algorithm_forks_to_every_destination(list_file) -> None:
@@ -274,6 +293,8 @@ async def test_use_default_keeps_the_last_destination_as_last_resort(list_file) 
     ("udp:192.0.2.31:5060", 1, "from set 1"),
     ("udp:192.0.2.31:5060", 2, None),
     ("udp:203.0.113.1:5060", None, None),
+    ("udp:[2001:db8:0:0:0:0:0:1]:5060", None, "from set 3"),  # IPv6, other spelling
+    ("udp:[2001:db8::1]:5061", None, None),
 ])
 async def test_is_from_list_matches_ip_port_and_transport(list_file, source, group,
                                                           reason) -> None:
@@ -329,7 +350,7 @@ async def test_set_state_and_list_through_the_rpc_methods(list_file, caplog) -> 
     assert "dispatcher: sip:192.0.2.32:5060 set 1 active -> inactive (ds.set_state)" \
         in caplog.text
     listing = await d.rpc_list()
-    assert [s["setid"] for s in listing] == [1, 2]
+    assert [s["setid"] for s in listing] == [1, 2, 3]
     assert [x["state"] for x in listing[0]["destinations"]] == ["active", "inactive", "active"]
     assert listing[1]["destinations"][0] == {
         "uri": "sip:198.51.100.7:5070;transport=tcp", "state": "active", "flags": 0,
@@ -399,7 +420,7 @@ async def test_probing_mode_1_threshold_moves_active_to_probing_and_back(list_fi
     gw = Gateways()
     gw.status[GW1] = None
     gw.status[GW3] = 501  # an accepted reply code
-    assert await d.probe_once(gw) == 5  # every destination
+    assert await d.probe_once(gw) == 6  # every destination
     assert d.sets[1].find(GW1).state == 0 and d.sets[1].find(GW1).failures == 1
     await d.probe_once(gw)
     assert d.sets[1].find(GW1).state == PROBING  # two failures in a row
@@ -485,6 +506,7 @@ def test_from_params_takes_kamailio_aliases_and_rejects_unknown_names(list_file)
     ({"ds_ping_method": "OPT IONS"}, "ds_ping_method: expected a SIP method"),
     ({"setid_col": "set id"}, "setid_col: expected a table or column name"),
     ({"hash_pvar": "{nope}"}, "unknown field {nope}"),
+    ({"hash_pvar": "$avp(i:273)"}, "hash_pvar: expected a template with {fields}"),
     ({"list_file": "x.list", "storage": object()}, "list_file or a database"),
 ])
 def test_bad_parameters_name_the_parameter(params, message) -> None:

@@ -213,6 +213,11 @@ class Dispatcher:
         if hash_pvar is not None and not isinstance(hash_pvar, str) and not callable(hash_pvar):
             raise LocalProtocolError(f"dispatcher hash_pvar: expected a template string or "
                                      f"a callable, got {hash_pvar!r}")
+        if isinstance(hash_pvar, str) and "{" not in hash_pvar:
+            # Kamailio's "$avp(i:273)" here would hash every request alike.
+            raise LocalProtocolError(f"dispatcher hash_pvar: expected a template with "
+                                     f"{{fields}} such as \"{{from_user}}\" or a callable, "
+                                     f"got {hash_pvar!r}")
         self.hash_pvar = hash_pvar
         if setid_pvar is not None and not isinstance(setid_pvar, str):
             raise LocalProtocolError(f"dispatcher setid_pvar: expected a name, got {setid_pvar!r}")
