@@ -360,6 +360,7 @@ async def test_set_state_and_list_through_the_rpc_methods(list_file, caplog) -> 
     assert d.sets[1].find(GW2).state == PROBING
     assert (await d.rpc_kamailio_list()) == await d.rpc_list()
     assert d.stats["state_changes"] == 2
+    assert (await d.rpc_stats())["state_changes"] == 2
     with pytest.raises(RpcError, match="no dispatcher set 7"):
         await d.rpc_set_state("a", 7, GW1)
     with pytest.raises(RpcError, match="no destination sip:192.0.2.99 in dispatcher set 1"):

@@ -680,6 +680,13 @@ class Dispatcher:
             raise RpcError("dispatcher list rejected, old sets kept",
                            data=exc.problems) from None
 
+    @rpc("ds.stats")
+    async def rpc_stats(self) -> dict[str, int]:
+        """The dispatcher's counters: selections (and those that found nothing),
+        failovers and exhausted sets, marks, state changes, probes and failed probes,
+        reloads and rejected reloads."""
+        return dict(self.stats)
+
     @rpc("dispatcher.list")
     async def rpc_kamailio_list(self) -> list[dict]:
         """Kamailio's name for ds.list."""
