@@ -7,11 +7,13 @@ destination table on every storage backend."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import types
 
 import pytest
 
+from siprouter.config import DispatcherConfig
 from siprouter.modules import RpcError
 from siprouter.modules.dispatcher import (
     INACTIVE,
@@ -469,6 +471,13 @@ async def test_a_pinger_that_raises_counts_as_no_answer(list_file, caplog) -> No
 
 # -- parameters -------------------------------------------------------------------------------
 
+def test_the_config_section_maps_onto_the_constructor() -> None:
+    cfg = DispatcherConfig()
+    d = Dispatcher.from_params(dataclasses.asdict(cfg))  # db_url: the server's storage
+    assert (d.ds_ping_interval, d.ds_probing_threshhold, d.options_reply_codes) == (
+        cfg.ds_ping_interval, cfg.ds_probing_threshhold, frozenset())
+
+
 def test_defaults_are_the_overviews() -> None:
     d = Dispatcher()
     assert (d.table_name, d.columns["setid_col"], d.columns["destination_col"],
@@ -484,10 +493,12 @@ def test_from_params_takes_kamailio_aliases_and_rejects_unknown_names(list_file)
     d = Dispatcher.from_params({
         "list_file": str(list_file), "ds_probing_threshold": 5,
         "ds_ping_reply_codes": "501, 403", "setid_pvname": "$var(setid)",
-        "dst_avp": "$avp(dst)", "flags": 3, "ds_ping_method": "info"})
+        "dst_avp": "$avp(dst)", "flags": 3, "ds_ping_method": "info",
+        "hash_pvname": "{from_user}"})
     assert d.ds_probing_threshhold == 5
     assert d.options_reply_codes == frozenset({501, 403})
     assert d.setid_pvar == "$var(setid)" and d.flags == 3 and d.ds_ping_method == "INFO"
+    assert d.hash_pvar == "{from_user}"
     with pytest.raises(LocalProtocolError, match="unknown parameter 'ds_ping_intervall'.*"
                                                  "ds_ping_interval"):
         Dispatcher.from_params({"ds_ping_intervall": 5})

@@ -69,6 +69,7 @@ PARAM_ALIASES: dict[str, str] = {
     "ds_probing_threshold": "ds_probing_threshhold",
     "ds_ping_reply_codes": "options_reply_codes",
     "setid_pvname": "setid_pvar",
+    "hash_pvname": "hash_pvar",
 }
 
 # Parameters accepted for configuration compatibility that mean nothing here: the AVPs
@@ -274,7 +275,8 @@ class Dispatcher:
     def from_params(cls, params: Mapping[str, Any], storage: Any = None,
                     **extra: Any) -> Dispatcher:
         """Build from a mapping of module parameters (the overview's names or Kamailio's:
-        ``ds_probing_threshold``, ``ds_ping_reply_codes``, ``setid_pvname``).
+        ``ds_probing_threshold``, ``ds_ping_reply_codes``, ``setid_pvname``,
+        ``hash_pvname``), e.g. ``dataclasses.asdict(config.dispatcher)``.
         ``dst_avp`` / ``grp_avp`` / ``cnt_avp`` / ``db_url`` are accepted and ignored
         (the server opens ``db_url`` and passes ``storage``).
 
