@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from siprouter.config import Config, ConfigError
 from siprouter.mgmt.commands import mgmt_for_server
 from siprouter.mgmt.errors import MgmtConfigError
 from siprouter.modules.auth import Auth
+from siprouter.modules.dispatcher import Dispatcher, DispatcherListError
 from siprouter.modules.location import Location
 from siprouter.modules.registrar import Registrar
 from siprouter.proxy.core import ProxyCore
@@ -26,6 +28,7 @@ from siprouter.proxy.myself import Myself
 from siprouter.script.api import make_proxy_core
 from siprouter.script.loader import ScriptError
 from siprouter.script.reload import ScriptReloader
+from siprouter.sip.errors import LocalProtocolError
 from siprouter.storage import Storage, StorageError, database_url, open_storage, url_scheme
 from siprouter.transaction.timers import Timers
 from siprouter.transport.manager import TransportLimits, TransportManager
@@ -54,6 +57,7 @@ class Server:
         #: The feature modules, by the name the script reaches them as (``ctx.<name>``);
         #: their management commands are registered from here.
         self.modules: dict[str, Any] = {}
+        self._extra_storages: list[Storage] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -137,7 +141,40 @@ class Server:
                     nonce_count=ac.nonce_count)
         log.info("database: %s; location db_mode %d, %d contacts loaded",
                  url_scheme(url), ul.db_mode, location.n_contacts)
-        return {"auth": auth, "registrar": registrar, "location": location}
+        modules: dict[str, Any] = {"auth": auth, "registrar": registrar, "location": location}
+        if cfg.dispatcher.enabled:
+            modules["dispatcher"] = await self._start_dispatcher(url)
+        return modules
+
+    async def _start_dispatcher(self, main_url: str) -> Dispatcher:
+        """The dispatcher of ``[dispatcher]``: its sets from ``list_file`` or from the
+        ``db_url`` database's table (the main database when the URL is the same)."""
+        cfg = self.config
+        dc = cfg.dispatcher
+        params = dataclasses.asdict(dc)
+        params.pop("db_url")
+        params["list_file"] = None if dc.list_file is None else str(dc.list_file)
+        params["options_reply_codes"] = list(dc.options_reply_codes) or None
+        storage = None
+        if dc.db_url is not None:
+            if dc.db_url == main_url:
+                storage = self.storage
+            else:
+                storage = open_storage(dc.db_url)
+                await storage.open()
+                self._extra_storages.append(storage)
+        source = str(cfg.source or "configuration")
+        try:
+            dispatcher = Dispatcher.from_params(params, storage=storage)
+            await dispatcher.start()
+        except DispatcherListError as e:
+            key = "list_file" if dc.list_file is not None else "db_url"
+            raise ConfigError(source, f"dispatcher.{key}", str(dc.list_file or dc.db_url),
+                              "a valid destination list: " + "; ".join(e.problems)) from None
+        except LocalProtocolError as e:
+            raise ConfigError(source, "dispatcher", None, str(e)) from None
+        log.info("dispatcher: %d sets loaded", len(dispatcher.sets))
+        return dispatcher
 
     async def stop(self) -> None:
         if self.mgmt is not None:
@@ -153,6 +190,13 @@ class Server:
                 await asyncio.wait_for(self.core.drain(), 2.0)
         if self.transport is not None:
             await self.transport.close()
+        dispatcher = self.modules.get("dispatcher")
+        if dispatcher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(dispatcher.stop(), 5.0)
+        for storage in self._extra_storages:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(storage.close(), 5.0)
         location = self.modules.get("location")
         if location is not None:
             # db_mode 2: what is not written yet goes to the database now.

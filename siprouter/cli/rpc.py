@@ -92,7 +92,10 @@ def _call(client: Any, method: str, params: Any = None) -> Any:
     except MgmtUnavailable as e:
         _fail(str(e), EXIT_UNAVAILABLE)
     except MgmtCallError as e:
-        _fail(f"{e.message} (error {e.code})", EXIT_FAILED)
+        details = ""
+        if isinstance(e.data, list) and all(isinstance(d, str) for d in e.data):
+            details = "".join(f"\n  {d}" for d in e.data)  # e.g. the lines of a bad list
+        _fail(f"{e.message} (error {e.code}){details}", EXIT_FAILED)
 
 
 def _params(args: tuple[str, ...]) -> list[str] | dict[str, str] | None:
