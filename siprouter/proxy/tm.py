@@ -35,12 +35,19 @@ The §17 state machines are pure (``siprouter.transaction.machines``): this modu
 them messages and the time, and carries out what they return (send, deliver, time out).
 All their timers live in one heap with one event-loop timer armed for the earliest
 (``TimerQueue``), so there is no asyncio handle per transaction.
+
+Requests of our own (``originate``, ``ping``: the dispatcher's OPTIONS probes) are a
+client transaction with no server transaction: the branch's ``txn`` is an
+``OriginatedRequest``, which has no response context. Its final response (or the 408 of
+Timer F, the 503 of a transport error) goes to the originator's callback and nowhere
+else; provisionals are ignored (``on_response`` and ``_branch_final`` divert it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import heapq
 import logging
 import os
@@ -52,6 +59,7 @@ from siprouter.proxy.actions import BranchTarget, Drop, Relay, Reply
 from siprouter.proxy.stateless import DEFAULT_MAX_FORWARDS, TM_BRANCH_PREFIX, stateless_to_tag
 from siprouter.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from siprouter.sip.message import parse_message
+from siprouter.sip.uri import SipUri, parse_uri
 from siprouter.transaction.machines import (
     CANCEL_BRANCH,
     DELIVER,
@@ -71,7 +79,7 @@ from siprouter.transaction.timers import Timers
 from siprouter.transport.types import Target
 
 __all__ = ["TransactionManager", "TimerQueue", "ServerTransaction", "ClientBranch", "TmStats",
-           "TM_BRANCH_PREFIX"]
+           "OriginatedRequest", "TM_BRANCH_PREFIX"]
 
 log = logging.getLogger("siprouter.tm")
 
@@ -181,7 +189,7 @@ class TmStats:
 
     __slots__ = ("created", "client_created", "retransmissions", "absorbed_acks", "relayed",
                  "local_replies", "replied_2xx", "replied_3xx", "replied_4xx", "replied_5xx",
-                 "replied_6xx", "timeouts", "cancels", "transport_errors")
+                 "replied_6xx", "timeouts", "cancels", "transport_errors", "originated")
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -226,6 +234,27 @@ class ServerTransaction:
         return f"<ServerTransaction {self.method} {self.machine.state} {self.key!r}>"
 
 
+class OriginatedRequest:
+    """What stands in for the server transaction of a request we originated
+    (``TransactionManager.originate``): no response context, only the callback that
+    receives the final status."""
+
+    __slots__ = ("tm", "method", "on_final", "relay", "dialog", "timers")
+
+    def __init__(self, tm: TransactionManager, method: str,
+                 on_final: Callable[[int, Any], None]) -> None:
+        self.tm = tm
+        self.method = method
+        self.on_final = on_final
+        # What the code shared with relayed branches reads of a ServerTransaction.
+        self.relay: Relay | None = None
+        self.dialog: Any = None
+        self.timers: Timers | None = None
+
+    def __repr__(self) -> str:
+        return f"<OriginatedRequest {self.method}>"
+
+
 class ClientBranch:
     """One outgoing branch: a client transaction and what its response context keeps."""
 
@@ -233,8 +262,8 @@ class ClientBranch:
                  "final", "response", "cancel_pending", "canceled", "timed_out", "is_cancel",
                  "_due", "index", "ack", "__weakref__")
 
-    def __init__(self, txn: ServerTransaction | None, machine: Any, branch_id: str, data: bytes,
-                 target: Target, sock: Any, ruri: str) -> None:
+    def __init__(self, txn: ServerTransaction | OriginatedRequest | None, machine: Any,
+                 branch_id: str, data: bytes, target: Target, sock: Any, ruri: str) -> None:
         self.txn = txn
         self.machine = machine
         self.branch_id = branch_id
@@ -715,6 +744,10 @@ class TransactionManager:
             return  # the 200 for our CANCEL, or a retransmission: absorbed
         txn = b.txn
         b.status = status
+        if type(txn) is OriginatedRequest:
+            if status >= 200:
+                self._branch_final(b, status, res)  # to the originator, not forwarded
+            return  # a provisional to our own request: ignored
         if txn.dialog is not None and status < 300 and self.dialogs is not None:
             # A failed branch does not end the dialog; the final failure sent upstream
             # does (_send_upstream).
@@ -765,8 +798,11 @@ class TransactionManager:
         if b.final:
             return
         b.final = status
-        b.response = res
         txn = b.txn
+        if type(txn) is OriginatedRequest:
+            self._originated_final(txn, status, res)
+            return
+        b.response = res
         txn.n_pending -= 1
         if 600 <= status < 700 and txn.method == "INVITE":
             # §16.7 step 5: a 6xx ends the fork: CANCEL the rest, no new branches.
@@ -911,6 +947,99 @@ class TransactionManager:
 
         self.core._call(txn.relay.on_failure, (req, res), req, then, failed)
 
+    # -- requests of our own -------------------------------------------------------------
+
+    def originate(self, method: str, ruri: str, *, from_uri: str, to_uri: str | None = None,
+                  destination: str | None = None,
+                  on_final: Callable[[int, Any], None]) -> ClientBranch | None:
+        """Send a non-INVITE request of our own (e.g. an OPTIONS probe) in a client
+        transaction; its final response is not forwarded but handed to
+        ``on_final(status, response)``.
+
+        The request has what §8.1.1 asks: our Via (tm branch, sent-by of the outgoing
+        socket), From with a tag, To (``to_uri``, default ``ruri``), a new Call-ID,
+        ``CSeq: 1 METHOD``, Max-Forwards 70 and Content-Length 0. It goes to
+        ``destination`` (a URI, Kamailio's ``$du``) or else to the Request-URI's host.
+        Over UDP Timer E retransmits it (§17.1.2.2). Provisional responses are ignored;
+        ``on_final`` is called once, with the final status and response, or with a
+        synthetic status and None: 408 when Timer F fires (§17.1.2.2), 503 when the
+        transport fails (§8.1.3.1, also when no socket serves the transport), or the
+        refusal of a forbidden destination (403) or of ourselves (482). A synthetic status
+        may come before ``originate`` returns.
+
+        :returns: the client branch (None when it was not sent).
+        :raises LocalProtocolError: INVITE/ACK/CANCEL (not a stand-alone non-INVITE
+            transaction), or a URI that is not a valid SIP URI.
+        """
+        method = method.upper()
+        if method in ("INVITE", "ACK", "CANCEL") or not method or any(c in method for c in " \r\n"):
+            raise LocalProtocolError(f"originate: {method!r} cannot be sent on its own")
+        for name, value in (("ruri", ruri), ("from_uri", from_uri), ("to_uri", to_uri),
+                            ("destination", destination)):
+            if value is None:
+                continue
+            try:
+                uri = parse_uri(value)
+            except SipParseError as e:
+                raise LocalProtocolError(f"originate: {name} {value!r}: {e.reason}") from e
+            if name in ("ruri", "destination") and not isinstance(uri, SipUri):
+                raise LocalProtocolError(f"originate: {name} {value!r} is not a SIP URI")
+        origin = OriginatedRequest(self, method, on_final)
+        self.stats.originated += 1
+        core = self.core
+        try:
+            dest = core._target_for(destination if destination is not None else ruri)
+        except RemoteProtocolError as e:
+            raise LocalProtocolError(f"originate: cannot send to {ruri!r}: {e.reason}") from e
+        refusal = core._refuse_destination(dest)
+        sock = None if refusal else core._out_socket(dest.proto, dest.host, None)
+        if sock is None:
+            self._originated_final(origin, refusal or 503, None)
+            return None
+        branch_id = self._new_branch_id()
+        salt = os.urandom(8).hex()
+        lines = (
+            f"{method} {ruri} SIP/2.0",
+            f"Via: SIP/2.0/{dest.proto.upper()} {sock.via_host_port};branch={branch_id}",
+            f"Max-Forwards: {DEFAULT_MAX_FORWARDS}",
+            # §20.10: a URI in From/To goes inside <> (it may have parameters).
+            f"From: <{from_uri}>;tag={salt[:8]}",
+            f"To: <{to_uri if to_uri is not None else ruri}>",
+            f"Call-ID: {salt[8:]}{branch_id[len(TM_BRANCH_PREFIX):]}@{sock.via_host_port}",
+            f"CSeq: 1 {method}",
+            "Content-Length: 0",
+        )
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+        machine = ClientNonInvite(self.timers, dest.proto != "udp")
+        branch = ClientBranch(origin, machine, branch_id, data, dest, sock, ruri)
+        self.client[branch_id] = branch
+        self.stats.client_created += 1
+        now = self.queue.now()
+        acts = machine.start(now)
+        if acts & SEND:
+            core.transport.send(data, dest, prefer=sock,
+                                on_error=lambda exc: self._transport_error(branch, exc))
+        self._client_actions(branch, acts & ~SEND, now)
+        return branch
+
+    async def ping(self, method: str, uri: str, from_uri: str) -> int:
+        """Send ``method`` (e.g. OPTIONS) to ``uri`` from ``from_uri`` and give its final
+        status (408 when none came before Timer F, 503 when it could not be sent): the
+        dispatcher's ``Pinger`` (``Dispatcher.start(pinger=core.tm.ping)``).
+
+        :raises LocalProtocolError: as ``originate``."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.originate(method, uri, from_uri=from_uri,
+                       on_final=functools.partial(_resolve, future))
+        return await future
+
+    def _originated_final(self, origin: OriginatedRequest, status: int, res: Any) -> None:
+        """The final status of a request we originated, for its originator only."""
+        try:
+            origin.on_final(status, res)
+        except Exception:  # noqa: BLE001 - the transaction layer goes on
+            log.exception("%r: the on_final callback failed", origin)
+
     # -- CANCEL --------------------------------------------------------------------------------
 
     def relay_cancel(self, cancel: Any) -> None:
@@ -1015,6 +1144,11 @@ class _DialogTimer:
     def on_timer(self, now: float) -> None:
         self.tm.dialogs.expire(now)
         self.tm._schedule_dialogs()
+
+
+def _resolve(future: asyncio.Future[int], status: int, res: Any) -> None:
+    if not future.done():  # the waiter may have gone (cancelled)
+        future.set_result(status)
 
 
 def _add_path_routes(bm: Any, path: tuple[str, ...]) -> None:
