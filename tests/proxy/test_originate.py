@@ -188,3 +188,11 @@ async def test_dispatcher_probes_through_ping(tmp_path) -> None:
     assert await asyncio.wait_for(probing, 1) == 2
     assert d.sets[1].find("sip:192.0.2.50:5060").state == 0
     assert d.sets[1].find("sip:192.0.2.51:5060").state == PROBING
+
+
+async def test_a_probe_to_ourselves_is_refused_as_a_loop() -> None:
+    t = ScriptTester()
+    task, req = await start_ping(t, uri="sip:127.0.0.1:5060")
+    assert req is None
+    assert await asyncio.wait_for(task, 1) == 482
+    assert t.transport.sent == []
