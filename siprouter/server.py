@@ -100,6 +100,10 @@ class Server:
         core.local = Myself(cfg.server.domains, transport.sockets, cfg.server.hostname,
                             is_local_ip=transport.is_local)
         self.core, self.transport = core, transport
+        dispatcher = self.modules.get("dispatcher")
+        if dispatcher is not None:
+            # Health probing (ds_ping_*) sends OPTIONS through the transaction layer.
+            await dispatcher.start(pinger=core.tm.ping)
         log.info("listening on %s", ", ".join(str(s) for s in transport.sockets))
         if self.mgmt is not None:
             await self.mgmt.start()
@@ -166,7 +170,7 @@ class Server:
         source = str(cfg.source or "configuration")
         try:
             dispatcher = Dispatcher.from_params(params, storage=storage)
-            await dispatcher.start()
+            await dispatcher.load()  # probing starts with the core (start_probing)
         except DispatcherListError as e:
             key = "list_file" if dc.list_file is not None else "db_url"
             raise ConfigError(source, f"dispatcher.{key}", str(dc.list_file or dc.db_url),

@@ -97,3 +97,36 @@ def test_calls_fail_over_from_a_stopped_callee_and_none_is_lost(
               if f"{HOST}:{down}" in line and "-> probing" in line]
     assert len(marked) == 1, why
     assert server.alive()
+
+
+@needs_sipp
+def test_probing_marks_a_dead_destination_and_brings_it_back(
+        siprouter: SiprouterFactory, tmp_path: Path) -> None:
+    import time
+
+    port = free_port(HOST)
+    listing = tmp_path / "dispatcher.list"
+    listing.write_text(f"1 sip:{HOST}:{port}\n")
+    server = siprouter.start(EXAMPLE, protos=("udp",), log_level="info", extra_toml=(
+        f'[dispatcher]\nlist_file = "{listing}"\nds_ping_interval = 1\nds_probing_mode = 1\n'
+        "ds_probing_threshhold = 1\n[transaction]\nfr_timer = 1\n"))
+
+    def wait_for(text: str, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(f"{HOST}:{port}" in line and text in line
+                   for line in server.log_text().splitlines()):
+                return True
+            time.sleep(0.2)
+        return False
+
+    # Nothing answers: the OPTIONS times out (408) and the destination goes to probing.
+    assert wait_for("-> probing", 10), server.log_tail(40)
+    responder = start_sipp_scenario(tmp_path, HOST, port, SCENARIOS / "uas_options.xml",
+                                    timeout=30, label="options")
+    try:
+        # It answers 200 again: active.
+        assert wait_for("-> active", 10), server.log_tail(40)
+    finally:
+        stop_process(responder)
+    assert server.alive()
