@@ -40,9 +40,11 @@ info)
     echo "siprouter $ver ($rev${dirty:+ +local changes}) on $("$py" -V 2>&1)"
     exit 0 ;;
 variants)
-    # SIPROUTER_VARIANTS narrows the list (e.g. "uvloop" for a shorter sitting).
+    # SIPROUTER_VARIANTS narrows the list (e.g. "uvloop" for a shorter sitting). S2 also
+    # has "ds": the next hop reached through a one-destination dispatcher set.
     if [[ -n ${SIPROUTER_VARIANTS:-} ]]; then echo "$SIPROUTER_VARIANTS"
-    elif have_uvloop; then echo "asyncio uvloop"; else echo "asyncio"; fi
+    elif have_uvloop; then echo "asyncio uvloop${1:+$([[ $1 == S2 ]] && echo " ds")}"
+    else echo "asyncio${1:+$([[ $1 == S2 ]] && echo " ds")}"; fi
     exit 0 ;;
 stop)
     exit 0 ;;   # the harness SIGTERMs the PID; siprouter exits on SIGTERM
@@ -60,7 +62,24 @@ case "$scen" in
     S5) script="$repo/examples/location_call.py" ;;
     *)  echo "siprouter: unknown scenario $scen" >&2; exit 2 ;;
 esac
-case "$variant" in
+extra_toml=""
+if [[ $variant == ds ]]; then
+    # S2 through the dispatcher (issue 6): set 1 holds the next hop only, round robin
+    # (alg 4), failover on (flags 2), no probing; examples/dispatcher.py selects it.
+    [[ $scen == S2 ]] || { echo "siprouter: variant ds is for S2 only" >&2; exit 2; }
+    script="$repo/examples/dispatcher.py"
+    mkdir -p "$rundir"
+    echo "1 sip:127.0.0.1:$nh_port" >"$rundir/dispatcher.list"
+    extra_toml="[dispatcher]
+list_file = \"$rundir/dispatcher.list\"
+flags = 2
+ds_ping_interval = 0
+"
+    if have_uvloop; then variant_loop=uvloop; else variant_loop=asyncio; fi
+else
+    variant_loop=$variant
+fi
+case "$variant_loop" in
     asyncio) launcher='import sys; sys.modules["uvloop"] = None  # import uvloop -> ImportError
 from siprouter.cli.main import main; main()' ;;
     uvloop)
@@ -113,6 +132,7 @@ db_mode = 0
 
 [log]
 level = "warning"
+$extra_toml
 EOF
 
 PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" \
@@ -135,10 +155,10 @@ for _ in $(seq 1 200); do
     sleep 0.05
 done
 [[ -n $bound ]] || fail "UDP 127.0.0.1:$port not bound after 10 s"
-if [[ $variant == uvloop ]] && ! grep -q uvloop "/proc/$pid/maps"; then
+if [[ $variant_loop == uvloop ]] && ! grep -q uvloop "/proc/$pid/maps"; then
     fail "variant uvloop, but the server did not load uvloop"
 fi
-if [[ $variant == asyncio ]] && grep -q uvloop "/proc/$pid/maps"; then
+if [[ $variant_loop == asyncio ]] && grep -q uvloop "/proc/$pid/maps"; then
     fail "variant asyncio, but the server loaded uvloop"
 fi
 echo "$pid"
