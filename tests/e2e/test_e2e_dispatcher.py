@@ -130,3 +130,51 @@ def test_probing_marks_a_dead_destination_and_brings_it_back(
     finally:
         stop_process(responder)
     assert server.alive()
+
+
+@needs_sipp
+def test_set_state_and_reload_take_effect_on_the_next_calls(
+        siprouter: SiprouterFactory, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    callees = []
+    try:
+        for i in range(3):
+            port = free_port(HOST)
+            callees.append((f"gw{i}", start_sipp_scenario(
+                tmp_path, HOST, port, SCENARIOS / "uas_answer.xml", timeout=60,
+                label=f"gw{i}"), port))
+        ports = [p for _, _, p in callees]
+        server = _server(siprouter, tmp_path, ports)
+        data_dir = tmp_path / "data-0"
+        env = dict(os.environ, PYTHONPATH=str(EXAMPLE.parents[1]))
+        env.pop("SIPROUTER_CONFIG", None)
+
+        def ds(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "siprouter", "ds", *args,
+                                   "--data-dir", str(data_dir)],
+                                  capture_output=True, text=True, timeout=30, env=env)
+
+        def calls(n: int, label: str) -> None:
+            uac = run_sipp_scenario(tmp_path, HOST, server.hostport,
+                                    SCENARIOS / "uac_call.xml", calls=n, rate=10,
+                                    timeout=30, label=label)
+            assert uac.returncode == 0 and uac.successful == n and uac.failed == 0, \
+                uac.diagnostics() + server.log_tail(40)
+
+        calls(6, "before")                       # round robin: 2 each
+        done = ds("set-state", "i", "1", f"sip:{HOST}:{ports[1]}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        calls(6, "inactive")                     # gw1 skipped: 3 each to gw0 and gw2
+        (tmp_path / "dispatcher.list").write_text(f"1 sip:{HOST}:{ports[2]}\n")
+        done = ds("reload")
+        assert done.returncode == 0, done.stdout + done.stderr
+        calls(3, "reloaded")                     # only gw2 is left
+    finally:
+        for _, proc, _ in callees:
+            stop_process(proc)
+    got = {label: _invites(tmp_path, label) for label, _, _ in callees}
+    assert got == {"gw0": 5, "gw1": 2, "gw2": 8}, got
+    assert server.alive()
