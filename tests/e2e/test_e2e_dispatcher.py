@@ -30,10 +30,11 @@ HOST = "127.0.0.1"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dispatcher.py"
 
 
-def _server(siprouter: SiprouterFactory, tmp_path: Path, ports: list[int]):
+def _server(siprouter: SiprouterFactory, tmp_path: Path, ports: list[int], alg: int = 4):
     listing = tmp_path / "dispatcher.list"
     listing.write_text("".join(f"1 sip:{HOST}:{p}\n" for p in ports))
-    return siprouter.start(EXAMPLE, protos=("udp",), params={"ds_set": "1", "ds_alg": "4"},
+    return siprouter.start(EXAMPLE, protos=("udp",),
+                           params={"ds_set": "1", "ds_alg": str(alg)},
                            log_level="info",
                            extra_toml=(f'[dispatcher]\nlist_file = "{listing}"\nflags = 2\n'
                                        "ds_ping_interval = 0\n"
@@ -178,3 +179,34 @@ def test_set_state_and_reload_take_effect_on_the_next_calls(
     got = {label: _invites(tmp_path, label) for label, _, _ in callees}
     assert got == {"gw0": 5, "gw1": 2, "gw2": 8}, got
     assert server.alive()
+
+
+@needs_sipp
+@pytest.mark.parametrize(("alg", "name"), [(0, "call-id hash"), (3, "r-uri hash"),
+                                           (6, "random")])
+def test_other_algorithms_spread_or_stick(siprouter: SiprouterFactory, tmp_path: Path,
+                                          alg: int, name: str) -> None:
+    # 24 calls over three callees: Call-ID hash and random reach every callee (the
+    # chance that one gets none is about 1e-4); every SIPp call has the same R-URI, so
+    # the R-URI hash sends them all to one callee.
+    n = 24
+    callees = []
+    try:
+        for i in range(3):
+            port = free_port(HOST)
+            callees.append((f"c{i}", start_sipp_scenario(
+                tmp_path, HOST, port, SCENARIOS / "uas_answer.xml", timeout=40,
+                label=f"c{i}"), port))
+        server = _server(siprouter, tmp_path, [p for _, _, p in callees], alg=alg)
+        uac = run_sipp_scenario(tmp_path, HOST, server.hostport, SCENARIOS / "uac_call.xml",
+                                calls=n, rate=20, timeout=30)
+    finally:
+        for _, proc, _ in callees:
+            stop_process(proc)
+    assert uac.returncode == 0 and uac.successful == n, uac.diagnostics() + server.log_tail()
+    got = sorted(_invites(tmp_path, label) for label, _, _ in callees)
+    assert sum(got) == n, got
+    if alg == 3:
+        assert got == [0, 0, n], f"{name}: {got}"
+    else:
+        assert got[0] >= 1, f"{name}: {got}"
