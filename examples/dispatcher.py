@@ -40,6 +40,8 @@ def request_route(req: Request, ctx: Context) -> None:
     req.record_route()
     ds_set = int(ctx.params.get("ds_set", 1))
     ds_alg = int(ctx.params.get("ds_alg", 4))
+    if ds_alg == 10:
+        req.track_dialog()  # call load: a call counts until its dialog ends
     if not ctx.dispatcher.ds_select_dst(req, ds_set, ds_alg):
         return req.reply(503, "No Destination Available")
     return req.relay(on_failure=fail_over)
@@ -50,6 +52,6 @@ def fail_over(req: Request, res: Response, ctx: Context) -> None:
     if req.is_canceled or res.status not in FAIL_OVER_ON:
         return None  # the caller gave up, or the callee's answer goes back as it is
     ctx.dispatcher.ds_mark_dst(req, "p")
-    if ctx.dispatcher.ds_next_dst(req):
+    if ctx.dispatcher.ds_next_dst(req):  # (algorithm 10: the call now counts there)
         return req.relay(on_failure=fail_over)
     return None

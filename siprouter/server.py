@@ -102,7 +102,10 @@ class Server:
         self.core, self.transport = core, transport
         dispatcher = self.modules.get("dispatcher")
         if dispatcher is not None:
-            # Health probing (ds_ping_*) sends OPTIONS through the transaction layer.
+            # Health probing (ds_ping_*) sends OPTIONS through the transaction layer;
+            # algorithm 10's call counts end with the calls' dialogs.
+            if core.tm.dialogs is not None:
+                core.tm.dialogs.add_listener(dispatcher.dialog_changed)
             await dispatcher.start(pinger=core.tm.ping)
         log.info("listening on %s", ", ".join(str(s) for s in transport.sockets))
         if self.mgmt is not None:

@@ -564,3 +564,53 @@ async def test_sets_from_the_dispatcher_table(storage) -> None:
     with pytest.raises(DispatcherListError, match="dispatcher row 5: expected a SIP URI"):
         await d.reload()
     assert len(d.sets[4]) == 2
+
+
+LOAD_ROUTE = '''
+def request_route(req, ctx):
+    if req.in_dialog:
+        if ctx.loose_route(req):
+            return req.relay()
+        return req.reply(404)
+    req.record_route()
+    req.track_dialog()
+    if not ctx.dispatcher.ds_select_dst(req, 1, 10):
+        return req.reply(503, "No Destination Available")
+    req.relay()
+'''
+
+
+async def test_call_load_counts_calls_until_their_dialog_ends(tmp_path):
+    # Algorithm 10: the destination with the fewest active calls, none over maxload; a
+    # call counts until its dialog is terminated (BYE), or at once when it fails.
+    path = tmp_path / "load.list"
+    path.write_text(f"1 {GW1} 0 0 duid=a;maxload=1\n1 {GW2} 0 0 duid=b;maxload=1\n")
+    d = await loaded(path)
+    t = make_tester(d, LOAD_ROUTE)
+    t.core.tm.dialogs.add_listener(d.dialog_changed)
+    first = invites(await t.request(make_request("INVITE", "sip:bob@example.com",
+                                                 call_id="load-1")))
+    second = invites(await t.request(make_request("INVITE", "sip:bob@example.com",
+                                                  call_id="load-2")))
+    assert {first[0][1], second[0][1]} == {target(GW1), target(GW2)}
+    assert d.call_load == {"a": 1, "b": 1}
+    # Both at maxload: a third call finds no destination.
+    third = await t.request(make_request("INVITE", "sip:bob@example.com", call_id="load-3"))
+    assert third.replied == 503
+    # The first call is answered, then hung up: its destination is free again.
+    inv = first[0][0]
+    await t.response(make_response(inv, 200, to_tag="gw",
+                                   headers=[("Contact", f"<{GW1}>")]),
+                     source=f"udp:{first[0][1].host}:{first[0][1].port}")
+    assert d.call_load == {"a": 1, "b": 1}
+    rr = inv.header("Record-Route")
+    await t.request(make_request("BYE", GW1, call_id="load-1", cseq=2,
+                                 from_=inv.header("From"),
+                                 to="<sip:bob@example.com>;tag=gw",
+                                 headers={"Route": rr}))
+    freed = "a" if first[0][1] == target(GW1) else "b"
+    assert d.call_load.get(freed, 0) == 0
+    again = invites(await t.request(make_request("INVITE", "sip:bob@example.com",
+                                                 call_id="load-4")))
+    assert again[0][1] == first[0][1]
+    assert d.ds_load_unset(again[0][0]) is True

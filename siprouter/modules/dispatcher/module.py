@@ -43,11 +43,19 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from siprouter.modules import RpcError, rpc
+from siprouter.proxy.dialogs import DialogState
 from siprouter.sip.errors import LocalProtocolError, SipParseError
 from siprouter.sip.uri import SipUri, parse_uri, uri_equal
 from siprouter.storage.base import StorageError
 
-from .algorithms import FLAG_FAILOVER, FLAG_HASH_USER_ONLY, HashKey, Selection, Selector
+from .algorithms import (
+    ALG_CALL_LOAD,
+    FLAG_FAILOVER,
+    FLAG_HASH_USER_ONLY,
+    HashKey,
+    Selection,
+    Selector,
+)
 from .destinations import (
     INACTIVE,
     PROBING,
@@ -84,6 +92,9 @@ Pinger = Callable[[str, str, str], Awaitable[int]]
 
 _STATE_NAMES = {0: "active", INACTIVE: "inactive", PROBING: "probing",
                 INACTIVE | PROBING: "inactive,probing"}
+
+
+_DIALOG_TERMINATED = DialogState.TERMINATED
 
 
 class Selected(NamedTuple):
@@ -252,9 +263,16 @@ class Dispatcher:
         if ds_ping_reply_codes is not None:
             options_reply_codes = ds_ping_reply_codes
         self.options_reply_codes = _reply_codes(options_reply_codes)
+        # Algorithm 10's calls per destination (duid, else URI) and which destination each
+        # call (Call-ID) holds: Kamailio's ds_load_update / ds_load_unset. Kept here unless
+        # the caller gives its own counts.
+        self.call_load: dict[str, int] = {}
+        self._load_of_call: dict[str, str] = {}
+        self._own_load = active_calls is None
         self.selector = Selector(flags=self.flags & FLAG_HASH_USER_ONLY,
                                  use_default=self.use_default, hash_key=hash_pvar,
-                                 active_calls=active_calls, rng=rng)
+                                 active_calls=self.call_load if active_calls is None
+                                 else active_calls, rng=rng)
         self._sets: dict[int, DestinationSet] = {}
         # Source IP -> [(setid, port or None, transport or None)] for ds_is_from_list.
         self._by_ip: dict[str, list[tuple[int, int | None, str | None]]] = {}
@@ -412,7 +430,66 @@ class Dispatcher:
         txn = getattr(req, "transaction", None)
         self._selections[req if txn is None else txn.request] = sel
         self.stats["selected"] += 1
+        if alg == ALG_CALL_LOAD and self._own_load:
+            self._load_call(req, first)
         return True
+
+    # -- call load (algorithm 10) --------------------------------------------------------------
+
+    @staticmethod
+    def _load_key(d: Destination) -> str:
+        return d.duid or d.uri
+
+    def _load_call(self, req: Any, d: Destination) -> None:
+        """Count this call (its Call-ID) against ``d``, moving it from the destination it
+        was counted against before (a failover)."""
+        try:
+            call_id = req.call_id
+        except SipParseError:
+            return
+        self._unload(call_id)
+        key = self._load_key(d)
+        self._load_of_call[call_id] = key
+        self.call_load[key] = self.call_load.get(key, 0) + 1
+
+    def _unload(self, call_id: str) -> bool:
+        key = self._load_of_call.pop(call_id, None)
+        if key is None:
+            return False
+        left = self.call_load.get(key, 1) - 1
+        if left > 0:
+            self.call_load[key] = left
+        else:
+            self.call_load.pop(key, None)
+        return True
+
+    def ds_load_update(self, req: Any) -> bool:
+        """Algorithm 10: count the call against the destination now in use (after
+        ``ds_next_dst`` in a failure handler; Kamailio's ``ds_load_update``).
+
+        :returns: False when the request has no destination in use."""
+        sel = self._selection(req)
+        if sel is None or sel.current is None:
+            return False
+        self._load_call(req, sel.current)
+        return True
+
+    def ds_load_unset(self, req: Any) -> bool:
+        """Algorithm 10: the call ended (BYE, or its INVITE failed): its destination has
+        one call less (Kamailio's ``ds_load_unset``). Done by itself for calls whose
+        dialog is tracked (``req.track_dialog()``), through :meth:`dialog_changed`.
+
+        :returns: False when the call was not counted."""
+        try:
+            return self._unload(req.call_id)
+        except SipParseError:
+            return False
+
+    def dialog_changed(self, dialog: Any, old: Any, new: Any) -> None:
+        """Dialog tracker listener (the server adds it): a call counted for algorithm 10
+        stops counting when its dialog is terminated (BYE, failure, timeout)."""
+        if new == _DIALOG_TERMINATED:
+            self._unload(dialog.call_id)
 
     @staticmethod
     def _rewrite_ruri(req: Any, d: Destination) -> bool:
@@ -474,6 +551,9 @@ class Dispatcher:
         if d is None:
             return False
         req.set_destination(d.uri)
+        sel = self._selection(req)
+        if self._own_load and sel is not None and sel.alg == ALG_CALL_LOAD:
+            self._load_call(req, d)  # the call moves to the next destination
         return True
 
     def ds_next_domain(self, req: Any) -> bool:
