@@ -24,14 +24,19 @@ __all__ = ["documented_commands", "render_docs"]
 
 
 def _module_classes() -> list[type]:
-    """Classes with RPC methods defined in the modules of ``siprouter.modules``."""
+    """Classes with RPC methods defined in ``siprouter.modules``: its modules and those
+    of its packages (a module may be a folder, like ``dispatcher/``)."""
     found: list[type] = []
-    for info in sorted(pkgutil.iter_modules(siprouter.modules.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
+    seen: set[type] = set()
+    infos = pkgutil.walk_packages(siprouter.modules.__path__, "siprouter.modules.")
+    for info in sorted(infos, key=lambda i: i.name):
+        if info.name.rpartition(".")[2].startswith("_"):
             continue
-        module = importlib.import_module(f"siprouter.modules.{info.name}")
+        module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ == module.__name__ and any(True for _ in rpc_methods(cls)):
+            if cls not in seen and cls.__module__.startswith("siprouter.modules.") \
+                    and any(True for _ in rpc_methods(cls)):
+                seen.add(cls)
                 found.append(cls)
     return found
 

@@ -784,7 +784,3 @@ class Dispatcher:
         """Kamailio's name for ds.reload."""
         return await self.rpc_reload()
 
-
-# siprouter.mgmt.docs documents the classes whose __module__ is a module of
-# siprouter.modules (the package, here): the class's public home.
-Dispatcher.__module__ = "siprouter.modules.dispatcher"
