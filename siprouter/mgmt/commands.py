@@ -23,6 +23,7 @@ from siprouter.mgmt.endpoints import DEFAULT_HTTP_LISTEN, unix_socket_path
 from siprouter.mgmt.errors import RpcError
 from siprouter.mgmt.registry import CommandRegistry
 from siprouter.mgmt.server import MgmtServer
+from siprouter.mgmt.stats import StatsCommands
 from siprouter.modules import rpc
 
 __all__ = ["CoreCommands", "SystemCommands", "mgmt_for_server", "register_server_commands"]
@@ -179,6 +180,7 @@ def register_server_commands(registry: CommandRegistry, server: Any) -> None:
     ``server.modules`` (a dict name → module object) on ``registry``."""
     registry.add_object(SystemCommands(registry))
     registry.add_object(CoreCommands(server))
+    registry.add_object(StatsCommands(server))
     registry.add_objects(getattr(server, "modules", {}).values())
 
 

@@ -19,6 +19,7 @@ import siprouter.modules
 from siprouter.mgmt.commands import CoreCommands, SystemCommands
 from siprouter.mgmt.errors import ErrorCode
 from siprouter.mgmt.registry import Command, rpc_methods
+from siprouter.mgmt.stats import StatsCommands
 
 __all__ = ["documented_commands", "render_docs"]
 
@@ -47,7 +48,7 @@ def documented_commands() -> list[Command]:
     :raises ValueError: a command name defined twice.
     """
     commands: dict[str, Command] = {}
-    for cls in (SystemCommands, CoreCommands, *_module_classes()):
+    for cls in (SystemCommands, CoreCommands, StatsCommands, *_module_classes()):
         for name, fn in rpc_methods(cls):
             if name in commands:
                 raise ValueError(f"command {name} is defined twice "

@@ -23,7 +23,8 @@ from siprouter.modules import rpc
 from siprouter.server import Server, serve
 
 CORE_COMMANDS = {"system.listMethods", "system.methodHelp", "core.version", "core.uptime",
-                 "core.info", "core.reload", "log.set_level", "tm.stats", "dlg.list"}
+                 "core.info", "core.reload", "log.set_level", "tm.stats", "dlg.list",
+                 "stats.get", "stats.reset"}
 SCRIPT_V1 = "async def request_route(req, ctx):\n    req.reply(404, 'Version One')\n"
 
 

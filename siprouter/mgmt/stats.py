@@ -1,0 +1,108 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``stats.get`` / ``stats.reset``: the server's statistics by group, as Kamailio's
+``stats.get_statistics`` / ``stats.reset_statistics`` (``all``, ``core:``, ``tm:``,
+``dialog:``, ``usrloc:``, ``dispatcher:``, or one ``group:name``).
+
+Nothing is counted here: the counters live where the work is done (plain int
+attributes on the hot path: ``ProxyCore.stats``, ``TransactionManager.stats``, the
+dialog tracker, the location service, the dispatcher); this module reads them when
+asked. Gauges (active transactions, dialogs, registered contacts) are read as they are
+and never reset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from siprouter.mgmt.errors import RpcError
+from siprouter.modules import rpc
+
+__all__ = ["StatsCommands", "GROUPS"]
+
+#: The groups, in the order they are listed.
+GROUPS = ("core", "tm", "dialog", "usrloc", "dispatcher")
+
+
+class StatsCommands:
+    """``stats.*`` of one running server (``siprouter.server.Server``)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def _counters(self) -> dict[str, Any]:
+        """Group -> the object whose int attributes are resettable counters."""
+        core = getattr(self.server, "core", None)
+        tm = getattr(core, "tm", None)
+        out: dict[str, Any] = {}
+        if core is not None:
+            out["core"] = core.stats
+        if tm is not None:
+            out["tm"] = tm.stats
+        return out
+
+    async def collect(self) -> dict[str, dict[str, int]]:
+        """Every group's statistics now."""
+        core = getattr(self.server, "core", None)
+        tm = getattr(core, "tm", None)
+        modules = getattr(self.server, "modules", {})
+        groups: dict[str, dict[str, int]] = {}
+        if core is not None:
+            groups["core"] = core.stats.as_dict()
+        if tm is not None:
+            tm_stats = tm.stats.as_dict()
+            tm_stats.update({f"active_{k}": v for k, v in tm.counts().items()})
+            groups["tm"] = tm_stats
+            if tm.dialogs is not None:
+                groups["dialog"] = dict(tm.dialogs.stats)
+        location = modules.get("location")
+        if location is not None:
+            counts = await location.stats()
+            groups["usrloc"] = {"registered_users": counts.get("aors", 0),
+                                "registered_contacts": counts.get("contacts", 0)}
+        dispatcher = modules.get("dispatcher")
+        if dispatcher is not None:
+            ds = dict(dispatcher.stats)
+            states = {"active": 0, "inactive": 0, "probing": 0}
+            for dset in dispatcher.sets.values():
+                for d in dset:
+                    states["active" if d.usable else
+                           "probing" if d.state & 2 else "inactive"] += 1
+            ds.update({f"destinations_{k}": v for k, v in states.items()})
+            groups["dispatcher"] = ds
+        return groups
+
+    @rpc("stats.get")
+    async def get(self, name: str = "all") -> dict[str, int]:
+        """Statistics as ``group:name`` → value: ``all``, a group (``tm`` or ``tm:``)
+        or one statistic (``core:rcv_requests``). Groups: core, tm, dialog, usrloc,
+        dispatcher (those the server runs)."""
+        groups = await self.collect()
+        flat = {f"{g}:{k}": v for g in GROUPS for k, v in groups.get(g, {}).items()}
+        if name in ("all", ""):
+            return flat
+        group, colon, stat = name.partition(":")
+        if group not in GROUPS:
+            raise RpcError(f"unknown statistics group {group!r}; expected all or one of "
+                           + ", ".join(GROUPS), code=-32602)
+        if not stat:
+            return {k: v for k, v in flat.items() if k.startswith(group + ":")}
+        if name not in flat:
+            raise RpcError(f"no statistic {name!r}", code=-32602)
+        return {name: flat[name]}
+
+    @rpc("stats.reset")
+    def reset(self, group: str = "all") -> dict[str, int]:
+        """Set the counters of ``group`` (core, tm; ``all`` for both) back to 0; gauges
+        (active transactions, dialogs, contacts) are not counters and stay. Returns how
+        many counters were reset."""
+        counters = self._counters()
+        if group not in ("all", "") and group.rstrip(":") not in counters:
+            raise RpcError(f"cannot reset group {group!r}; expected all, "
+                           + ", ".join(counters), code=-32602)
+        n = 0
+        for name, obj in counters.items():
+            if group in ("all", "") or group.rstrip(":") == name:
+                for attr in obj.__slots__:
+                    setattr(obj, attr, 0)
+                    n += 1
+        return {"reset": n}
