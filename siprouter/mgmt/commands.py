@@ -21,6 +21,7 @@ from typing import Any, Literal
 from siprouter import __version__
 from siprouter.mgmt.endpoints import DEFAULT_HTTP_LISTEN, unix_socket_path
 from siprouter.mgmt.errors import RpcError
+from siprouter.mgmt.metrics import render_metrics
 from siprouter.mgmt.registry import CommandRegistry
 from siprouter.mgmt.server import MgmtServer
 from siprouter.mgmt.stats import StatsCommands
@@ -200,6 +201,11 @@ def mgmt_for_server(server: Any) -> MgmtServer | None:
         if not len(registry):  # once, even if start is retried
             register_server_commands(registry, server)
 
+    stats = StatsCommands(server)
+
+    async def metrics() -> bytes:
+        return render_metrics(await stats.collect())
+
     return MgmtServer(
         registry,
         http_listen=mcfg.http_listen,
@@ -207,4 +213,5 @@ def mgmt_for_server(server: Any) -> MgmtServer | None:
         token=mcfg.token,
         http_optional=mcfg.http_listen == DEFAULT_HTTP_LISTEN,
         prepare=prepare,
+        metrics=metrics,
     )

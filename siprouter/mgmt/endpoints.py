@@ -10,6 +10,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_HTTP_LISTEN",
+    "METRICS_PATH",
     "RPC_PATH",
     "SOCKET_NAME",
     "http_url",
@@ -22,6 +23,8 @@ DEFAULT_HTTP_LISTEN = "127.0.0.1:5080"
 # The UNIX socket's file name in the data directory when ``mgmt.unix_socket`` is unset.
 SOCKET_NAME = "siprouter.sock"
 RPC_PATH = "/RPC"
+#: Prometheus scrapes this path on the HTTP listener.
+METRICS_PATH = "/metrics"
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -37,13 +37,14 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from siprouter.mgmt.endpoints import (
     DEFAULT_HTTP_LISTEN,
+    METRICS_PATH,
     RPC_PATH,
     SOCKET_NAME,
     is_loopback,
@@ -52,6 +53,7 @@ from siprouter.mgmt.endpoints import (
 )
 from siprouter.mgmt.errors import ErrorCode, MgmtConfigError
 from siprouter.mgmt.jsonrpc import JsonRpcProcessor, error_response
+from siprouter.mgmt.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from siprouter.mgmt.registry import CommandRegistry
 
 __all__ = [
@@ -100,8 +102,11 @@ class MgmtServer:
     def __init__(self, registry: CommandRegistry, *, http_listen: str | None = DEFAULT_HTTP_LISTEN,
                  unix_socket: str | os.PathLike[str] | None = None, token: str | None = None,
                  http_optional: bool = False,
-                 prepare: Callable[[], None] | None = None) -> None:
+                 prepare: Callable[[], None] | None = None,
+                 metrics: Callable[[], Awaitable[bytes]] | None = None) -> None:
         self.registry = registry
+        #: Makes the ``GET /metrics`` text (Prometheus); None: no such route.
+        self.metrics = metrics
         self.processor = JsonRpcProcessor(registry)
         self.token = token or None
         self._token_bytes = self.token.encode() if self.token else b""
@@ -188,6 +193,8 @@ class MgmtServer:
         app = web.Application(client_max_size=MAX_BODY)
         handler = self._handle_http if http else self._handle_unix
         app.router.add_post(RPC_PATH, handler)
+        if http and self.metrics is not None:
+            app.router.add_get(METRICS_PATH, self._handle_metrics)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
         await runner.setup()
         self._runners.append(runner)
@@ -276,7 +283,17 @@ class MgmtServer:
     async def _handle_unix(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request)
 
-    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+    async def _handle_metrics(self, request: web.Request) -> web.StreamResponse:
+        """``GET /metrics`` for Prometheus: the same token and Host rules as ``/RPC``."""
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        assert self.metrics is not None
+        body = await self.metrics()
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        """The answer to an HTTP request that may not be served (token, Host), else None."""
         if self.token is not None:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -291,6 +308,12 @@ class MgmtServer:
                 status=403, content_type="application/json",
                 body=error_response(ErrorCode.UNAUTHORIZED, "Forbidden: without mgmt.token "
                                     "the Host header must be a loopback address or localhost"))
+        return None
+
+    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
         if request.content_type not in _JSON_TYPES:
             return web.Response(
                 status=415, content_type="application/json",

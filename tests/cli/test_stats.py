@@ -78,3 +78,43 @@ async def test_stats_count_real_requests_and_reset(config_file: Path) -> None:
         await server.stop()
     out = await siprouter("stats", "-c", str(config_file))
     assert out.exit_code == EXIT_UNAVAILABLE
+
+
+async def test_metrics_endpoint_is_prometheus_text(config_file: Path, tmp_path: Path) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    token = "metrics-test-token-0123456789"
+    config_file.write_text(config_file.read_text().replace(
+        'http_listen = ""', f'http_listen = "127.0.0.1:0"\ntoken = "{token}"'))
+    server = Server(load_config(config_file))
+    await server.start()
+    try:
+        await _options_pings(server, 2)
+        host, port = server.mgmt.http_address[:2]
+        url = f"http://{host}:{port}/metrics"
+
+        def get(auth: str | None) -> tuple[int, str, str]:
+            req = urllib.request.Request(url)
+            if auth:
+                req.add_header("Authorization", auth)
+            try:
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    return resp.status, resp.headers["Content-Type"], resp.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, "", ""
+
+        status, ctype, text = await asyncio.to_thread(get, f"Bearer {token}")
+        assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        rcv = families["siprouter_core_rcv_requests"]
+        assert rcv.type == "counter" and rcv.samples[0].value == 2
+        assert families["siprouter_usrloc_registered_contacts"].type == "gauge"
+        replies = {s.labels["class"]: s.value for s in families["siprouter_tm_replies"].samples
+                   if s.name.endswith("_total")}
+        assert set(replies) == {"2xx", "3xx", "4xx", "5xx", "6xx"}
+        assert (await asyncio.to_thread(get, None))[0] == 401
+        assert (await asyncio.to_thread(get, "Bearer wrong-token-0123456789"))[0] == 401
+    finally:
+        await server.stop()
