@@ -644,15 +644,20 @@ class TransactionManager:
         branch = ClientBranch(txn, machine, branch_id, data, dest, sock, bm.ruri)
         branch.index = len(txn.branches)
         txn.branches.append(branch)
-        self.client[branch_id] = branch
-        self.stats.client_created += 1
         core.stats.fwd_requests += 1
+        self._launch(branch)
+
+    def _launch(self, branch: ClientBranch) -> None:
+        """Start a new client transaction: register it for response matching, send its
+        request (the first send can fail — TCP connect refused, unresolvable host —
+        §8.1.3.1) and arm its timers."""
+        self.client[branch.branch_id] = branch
+        self.stats.client_created += 1
         now = self.queue.now()
-        acts = machine.start(now)
+        acts = branch.machine.start(now)
         if acts & SEND:
-            # The first send can fail (TCP connect refused, unresolvable host): §8.1.3.1.
-            core.transport.send(data, dest, prefer=sock,
-                                on_error=lambda exc: self._transport_error(branch, exc))
+            self.core.transport.send(branch.data, branch.target, prefer=branch.sock,
+                                     on_error=lambda exc: self._transport_error(branch, exc))
         self._client_actions(branch, acts & ~SEND, now)
 
     def _transport_error(self, b: ClientBranch, exc: BaseException) -> None:
@@ -1012,14 +1017,7 @@ class TransactionManager:
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
         machine = ClientNonInvite(self.timers, dest.proto != "udp")
         branch = ClientBranch(origin, machine, branch_id, data, dest, sock, ruri)
-        self.client[branch_id] = branch
-        self.stats.client_created += 1
-        now = self.queue.now()
-        acts = machine.start(now)
-        if acts & SEND:
-            core.transport.send(data, dest, prefer=sock,
-                                on_error=lambda exc: self._transport_error(branch, exc))
-        self._client_actions(branch, acts & ~SEND, now)
+        self._launch(branch)
         return branch
 
     async def ping(self, method: str, uri: str, from_uri: str) -> int:
