@@ -125,12 +125,13 @@ class Server:
         with ``siprouter db init`` (or Kamailio's kamdbctl)."""
         cfg = self.config
         url = database_url(cfg.database.url, cfg.server.data_dir)
-        if url_scheme(url) in ("sqlite", "text"):
+        local_file = url_scheme(url) in ("sqlite", "text")
+        if local_file:
             Path(cfg.server.data_dir).mkdir(parents=True, exist_ok=True)
         storage = open_storage(url)
         await storage.open()
         self.storage = storage
-        if url_scheme(url) in ("sqlite", "text"):
+        if local_file:
             await storage.ensure_tables()
         ul = cfg.usrloc
         location = Location(storage, db_mode=ul.db_mode, timer_interval=ul.timer_interval)

@@ -274,6 +274,7 @@ class Dispatcher:
                                  active_calls=self.call_load if active_calls is None
                                  else active_calls, rng=rng)
         self._sets: dict[int, DestinationSet] = {}
+        self._loaded = False
         # Source IP -> [(setid, port or None, transport or None)] for ds_is_from_list.
         self._by_ip: dict[str, list[tuple[int, int | None, str | None]]] = {}
         # Per request (the transaction's): its Selection, and the set id ds_is_from_list
@@ -359,11 +360,14 @@ class Dispatcher:
             sets loaded before are kept.
         """
         self._install(await self._read())
+        self._loaded = True
 
     async def start(self, pinger: Pinger | None = None) -> None:
-        """Load the sets (the server calls this before serving) and, given a ``pinger``
-        and a ``ds_ping_interval`` above 0, probe every ``ds_ping_interval`` seconds."""
-        await self.load()
+        """Load the sets unless ``load`` already did (the server loads them before it
+        listens, to refuse a bad list at start) and, given a ``pinger`` and a
+        ``ds_ping_interval`` above 0, probe every ``ds_ping_interval`` seconds."""
+        if not self._loaded:
+            await self.load()
         self._pinger = pinger
         if pinger is not None and self.ds_ping_interval > 0 and self._probing is None:
             self._probing = asyncio.get_running_loop().create_task(
