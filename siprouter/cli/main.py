@@ -174,5 +174,6 @@ from siprouter.cli.user import user as _user_command  # noqa: E402
 
 main.add_command(_user_command)
 from siprouter.cli import ds as _ds_commands  # noqa: E402, F401  (registers ds)
+from siprouter.cli import reload as _reload_commands  # noqa: E402, F401  (reload, dbt)
 from siprouter.cli import rpc as _rpc_commands  # noqa: E402, F401  (registers rpc and ul)
 from siprouter.cli import stats as _stats_command  # noqa: E402, F401  (registers stats)

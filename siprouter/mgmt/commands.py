@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from siprouter import __version__
+from siprouter.mgmt.dbtext import DbTextCommands
 from siprouter.mgmt.endpoints import DEFAULT_HTTP_LISTEN, unix_socket_path
 from siprouter.mgmt.errors import RpcError
 from siprouter.mgmt.metrics import render_metrics
@@ -182,6 +183,7 @@ def register_server_commands(registry: CommandRegistry, server: Any) -> None:
     registry.add_object(SystemCommands(registry))
     registry.add_object(CoreCommands(server))
     registry.add_object(StatsCommands(server))
+    registry.add_object(DbTextCommands(server))  # dbt.*: an error unless text:///
     registry.add_objects(getattr(server, "modules", {}).values())
 
 

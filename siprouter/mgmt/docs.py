@@ -17,6 +17,7 @@ import sys
 
 import siprouter.modules
 from siprouter.mgmt.commands import CoreCommands, SystemCommands
+from siprouter.mgmt.dbtext import DbTextCommands
 from siprouter.mgmt.errors import ErrorCode
 from siprouter.mgmt.registry import Command, rpc_methods
 from siprouter.mgmt.stats import StatsCommands
@@ -48,7 +49,8 @@ def documented_commands() -> list[Command]:
     :raises ValueError: a command name defined twice.
     """
     commands: dict[str, Command] = {}
-    for cls in (SystemCommands, CoreCommands, StatsCommands, *_module_classes()):
+    for cls in (SystemCommands, CoreCommands, StatsCommands, DbTextCommands,
+                *_module_classes()):
         for name, fn in rpc_methods(cls):
             if name in commands:
                 raise ValueError(f"command {name} is defined twice "
