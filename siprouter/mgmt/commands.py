@@ -21,12 +21,13 @@ from typing import Any, Literal
 from siprouter import __version__
 from siprouter.mgmt.dbtext import DbTextCommands
 from siprouter.mgmt.endpoints import DEFAULT_HTTP_LISTEN, unix_socket_path
-from siprouter.mgmt.errors import RpcError
+from siprouter.mgmt.errors import ErrorCode, RpcError
 from siprouter.mgmt.metrics import render_metrics
 from siprouter.mgmt.registry import CommandRegistry
 from siprouter.mgmt.server import MgmtServer
 from siprouter.mgmt.stats import StatsCommands
 from siprouter.modules import rpc
+from siprouter.sip.errors import LocalProtocolError
 
 __all__ = ["CoreCommands", "SystemCommands", "mgmt_for_server", "register_server_commands"]
 
@@ -175,6 +176,41 @@ class CoreCommands:
         if dialogs is None:
             return []
         return [dialogs.as_dict(d) for d in dialogs]
+
+    @rpc("dlg.terminate")
+    async def dlg_terminate(self, id: str = "", call_id: str = "",
+                            from_tag: str = "") -> dict[str, Any]:
+        """End a confirmed dialog (Kamailio ``dlg.end_dlg``): the proxy sends BYE to the
+        callee and to the caller itself (RFC 3261 §12.2.1.1, §15.1.1) and the dialog ends
+        with reason "terminated by management". The dialog is named by ``id`` (as
+        ``dlg.list`` shows it) or by ``call_id`` and ``from_tag``. Waits for both final
+        responses (at most Timer F, 32 s: a party that does not answer gives 408) and
+        returns each BYE's Request-URI, Route, From, To, CSeq and ``status``."""
+        tm = self._tm()
+        dialogs = getattr(tm, "dialogs", None)
+        if dialogs is None:
+            raise RpcError("dialogs are not tracked by this server")
+        if id:
+            dlg = dialogs.get(id)
+            name = id
+        elif call_id and from_tag:
+            name = f"with Call-ID {call_id!r} and From tag {from_tag!r}"
+            dlg = next((d for d in dialogs if d.call_id == call_id and d.from_tag == from_tag),
+                       None)
+        else:
+            raise RpcError("give the dialog's id (dlg.list shows it), or call_id and from_tag",
+                           ErrorCode.INVALID_PARAMS, {"method": "dlg.terminate"})
+        if dlg is None or not dlg.is_live:
+            raise RpcError(f"no dialog {name}; dlg.list shows the live ones",
+                           ErrorCode.INVALID_PARAMS, {"method": "dlg.terminate", "id": id})
+        try:
+            sent = await tm.end_dialog(dlg, "terminated by management")
+        except LocalProtocolError as e:
+            raise RpcError(f"dialog {dlg.id} not terminated: {e}",
+                           data={"id": dlg.id, "state": dlg.state.name}) from None
+        return {"id": dlg.id, "call_id": dlg.call_id, "state_name": dlg.state.name,
+                "end_reason": dlg.end_reason, "bye": sent}
+
 
 
 def register_server_commands(registry: CommandRegistry, server: Any) -> None:

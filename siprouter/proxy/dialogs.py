@@ -59,16 +59,21 @@ import heapq
 import logging
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import IntEnum
 from itertools import count
 from typing import Any
 
 from siprouter.sip.errors import LocalProtocolError, SipParseError
-from siprouter.sip.headers import split_values
+from siprouter.sip.headers import parse_name_addr, split_values
 
 __all__ = [
     "DOWNSTREAM",
     "UPSTREAM",
+    "CALLEE",
+    "CALLER",
+    "InDialogRequest",
+    "end_requests",
     "DialogState",
     "DialogEvent",
     "TRANSITIONS",
@@ -385,6 +390,127 @@ def _match_one(dlg: Dialog, from_tag: str, to_tag: str) -> tuple[Dialog, str] | 
                                       and from_tag in dlg._early_tags):
             return dlg, UPSTREAM
     return None
+
+
+#: ``side`` of an :class:`InDialogRequest` toward the callee, and toward the caller.
+CALLEE = "callee"
+CALLER = "caller"
+
+
+@dataclass(frozen=True, slots=True)
+class InDialogRequest:
+    """A request the proxy sends inside a dialog itself, toward one party, as that
+    party's peer would (RFC 3261 §12.2.1.1): Kamailio's ``dlg_end_dlg`` BYEs.
+
+    ``routes`` are the Route values in order, ``next_hop`` the URI it is sent to (the
+    first Route when that is a loose router, else the Request-URI), ``source`` the
+    address it came from (the caller's, or None) when the request may be sent there
+    instead (no proxy between us and that party: symmetric signalling, RFC 3581 §4).
+    """
+
+    side: str
+    method: str
+    ruri: str
+    routes: tuple[str, ...]
+    next_hop: str
+    call_id: str
+    from_uri: str
+    from_tag: str
+    to_uri: str
+    to_tag: str
+    cseq: int
+    source: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: what was sent (the management API's answer)."""
+        return {"side": self.side, "method": self.method, "ruri": self.ruri,
+                "route": list(self.routes), "next_hop": self.next_hop,
+                "from": f"<{self.from_uri}>;tag={self.from_tag}",
+                "to": f"<{self.to_uri}>;tag={self.to_tag}", "cseq": self.cseq,
+                "source": _source_text(self.source)}
+
+
+def _route_uri(value: str) -> Any:
+    """The URI of one Route / Record-Route value, or None when it cannot be read."""
+    try:
+        return parse_name_addr(value, "Route").uri
+    except SipParseError:
+        return None
+
+
+def _beyond_us(route_set: list[str], is_myself: Callable[[Any], bool]) -> list[str]:
+    """The part of a route set (in the order a request follows it) after our own
+    entries: what a request we send ourselves still has to pass. Without an entry of
+    ours (we did not record-route) the whole set."""
+    last = -1
+    for i, value in enumerate(route_set):
+        uri = _route_uri(value)
+        if uri is not None and is_myself(uri):
+            last = i  # a double Record-Route (r2=on) gives two entries of ours
+    return route_set[last + 1:]
+
+
+def _target_and_routes(remote_target: str, routes: list[str]) -> tuple[str, list[str], str]:
+    """§12.2.1.1: Request-URI, Route values and next hop for a remote target and a
+    route set. A loose first route (``lr``): R-URI = remote target, Route = the set.
+    A strict one: R-URI = that route's URI, Route = the rest plus the remote target."""
+    if not routes:
+        return remote_target, [], remote_target
+    first = _route_uri(routes[0])
+    if first is None or getattr(first, "lr", False):
+        return remote_target, list(routes), str(first) if first is not None else remote_target
+    ruri = str(first)
+    return ruri, [*routes[1:], f"<{remote_target}>"], ruri
+
+
+def end_requests(dlg: Dialog, is_myself: Callable[[Any], bool], method: str = "BYE",
+                 fresh_cseq: int | None = None) -> tuple[InDialogRequest, InDialogRequest]:
+    """The two requests (BYE) with which the proxy itself ends a confirmed dialog, one
+    toward the callee and one toward the caller (Kamailio ``dlg.end_dlg``), built from
+    what the tracker recorded (RFC 3261 §12.2.1.1, §15.1.1):
+
+    * toward the callee, as the caller would send it: R-URI = callee contact; Route =
+      the caller's route set (§12.1.2: the 2xx's Record-Route reversed) past our own
+      entries; From = caller URI with ``from_tag``, To = callee with ``to_tag``; CSeq =
+      the caller's last + 1 (§12.2.1.1).
+    * toward the caller, as the callee would: R-URI = caller contact; Route = the
+      callee's route set (§12.1.1: the Record-Route in order) past our own entries;
+      From = callee URI with ``to_tag``, To = caller with ``from_tag``; CSeq = the
+      callee's last + 1, or ``fresh_cseq`` (default: a random number below 2**31,
+      §8.1.1.5) when the callee never sent a request. ``source`` is the caller's
+      source address when no proxy lies between us and the caller.
+
+    ``is_myself(uri)`` tells which route entries are ours (``Myself.is_myself``).
+
+    :raises LocalProtocolError: the dialog is not confirmed (state 3 or 4) — an early
+        dialog is ended by CANCEL, not BYE (§15), and Kamailio refuses too — or a
+        contact is missing.
+    """
+    if dlg.state is not _CONFIRMED and dlg.state is not _CONFIRMED_NA:
+        raise LocalProtocolError(
+            f"dialog {dlg.id} is {dlg.state.name}, not confirmed: only a confirmed dialog "
+            f"can be ended with BYE (§15; an early one is ended by CANCEL)")
+    if dlg.to_tag is None or dlg.callee_contact is None or dlg.caller_contact is None:
+        raise LocalProtocolError(f"dialog {dlg.id}: no {'callee' if dlg.caller_contact else 'caller'}"
+                                 f" contact recorded, cannot send {method} (§12.2.1.1)")
+    call_id = dlg.call_id
+    # Toward the callee: the caller's route set, reversed Record-Route (§12.1.2).
+    ruri, routes, hop = _target_and_routes(
+        dlg.callee_contact, _beyond_us(dlg.route_set[::-1], is_myself))
+    to_callee = InDialogRequest(CALLEE, method, ruri, tuple(routes), hop, call_id,
+                                dlg.from_uri, dlg.from_tag, dlg.to_uri, dlg.to_tag,
+                                dlg.caller_cseq + 1)
+    # Toward the caller: the callee's route set, Record-Route in order (§12.1.1).
+    beyond = _beyond_us(list(dlg.route_set), is_myself)
+    ruri, routes, hop = _target_and_routes(dlg.caller_contact, beyond)
+    if dlg.callee_cseq is not None:
+        cseq = dlg.callee_cseq + 1
+    else:
+        cseq = fresh_cseq if fresh_cseq is not None else secrets.randbelow(2**31 - 1) + 1
+    to_caller = InDialogRequest(CALLER, method, ruri, tuple(routes), hop, call_id,
+                                dlg.to_uri, dlg.to_tag, dlg.from_uri, dlg.from_tag, cseq,
+                                dlg.caller_source if not beyond else None)
+    return to_callee, to_caller
 
 
 class DialogTracker:

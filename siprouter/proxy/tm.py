@@ -56,6 +56,7 @@ from collections.abc import Callable
 from typing import Any
 
 from siprouter.proxy.actions import BranchTarget, Drop, Relay, Reply
+from siprouter.proxy.dialogs import end_requests
 from siprouter.proxy.stateless import DEFAULT_MAX_FORWARDS, TM_BRANCH_PREFIX, stateless_to_tag
 from siprouter.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from siprouter.sip.message import parse_message
@@ -956,7 +957,10 @@ class TransactionManager:
 
     def originate(self, method: str, ruri: str, *, from_uri: str, to_uri: str | None = None,
                   destination: str | None = None,
-                  on_final: Callable[[int, Any], None]) -> ClientBranch | None:
+                  on_final: Callable[[int, Any], None], call_id: str | None = None,
+                  from_tag: str | None = None, to_tag: str | None = None, cseq: int = 1,
+                  routes: tuple[str, ...] | list[str] = (),
+                  to_source: Any = None) -> ClientBranch | None:
         """Send a non-INVITE request of our own (e.g. an OPTIONS probe) in a client
         transaction; its final response is not forwarded but handed to
         ``on_final(status, response)``.
@@ -972,9 +976,16 @@ class TransactionManager:
         refusal of a forbidden destination (403) or of ourselves (482). A synthetic status
         may come before ``originate`` returns.
 
+        In a dialog (§12.2.1.1: a BYE that ends it, ``end_dialog``): ``call_id``,
+        ``from_tag`` and ``to_tag`` (the dialog's), ``cseq`` (the sender's next number),
+        ``routes`` (Route values in order; ``destination`` then names the next hop), and
+        ``to_source``: a transport ``Source`` to send to instead — the address (and TCP
+        connection) a party's requests came from, for a party behind NAT (RFC 3581 §4).
+
         :returns: the client branch (None when it was not sent).
         :raises LocalProtocolError: INVITE/ACK/CANCEL (not a stand-alone non-INVITE
-            transaction), or a URI that is not a valid SIP URI.
+            transaction), a URI that is not a valid SIP URI, a CSeq outside 1 to 2**31-1
+            (§8.1.1.5) or a header value with a line break.
         """
         method = method.upper()
         if method in ("INVITE", "ACK", "CANCEL") or not method or any(c in method for c in " \r\n"):
@@ -989,15 +1000,26 @@ class TransactionManager:
                 raise LocalProtocolError(f"originate: {name} {value!r}: {e.reason}") from e
             if name in ("ruri", "destination") and not isinstance(uri, SipUri):
                 raise LocalProtocolError(f"originate: {name} {value!r} is not a SIP URI")
+        if not 0 < cseq < 2**31:
+            raise LocalProtocolError(f"originate: CSeq {cseq!r} is not in 1 to 2**31-1 (§8.1.1.5)")
+        for value in (call_id, from_tag, to_tag, *routes):
+            if value is not None and (not value or any(c in value for c in "\r\n")):
+                raise LocalProtocolError(f"originate: {value!r} cannot go in a header")
         origin = OriginatedRequest(self, method, on_final)
         self.stats.originated += 1
         core = self.core
-        try:
-            dest = core._target_for(destination if destination is not None else ruri)
-        except RemoteProtocolError as e:
-            raise LocalProtocolError(f"originate: cannot send to {ruri!r}: {e.reason}") from e
+        prefer = None
+        if to_source is not None:
+            dest = Target(to_source.proto, to_source.ip, to_source.port,
+                          getattr(to_source, "conn_id", None))
+            prefer = getattr(to_source, "local", None)
+        else:
+            try:
+                dest = core._target_for(destination if destination is not None else ruri)
+            except RemoteProtocolError as e:
+                raise LocalProtocolError(f"originate: cannot send to {ruri!r}: {e.reason}") from e
         refusal = core._refuse_destination(dest)
-        sock = None if refusal else core._out_socket(dest.proto, dest.host, None)
+        sock = None if refusal else core._out_socket(dest.proto, dest.host, prefer)
         if sock is None:
             self._originated_final(origin, refusal or 503, None)
             return None
@@ -1008,10 +1030,13 @@ class TransactionManager:
             f"Via: SIP/2.0/{dest.proto.upper()} {sock.via_host_port};branch={branch_id}",
             f"Max-Forwards: {DEFAULT_MAX_FORWARDS}",
             # §20.10: a URI in From/To goes inside <> (it may have parameters).
-            f"From: <{from_uri}>;tag={salt[:8]}",
-            f"To: <{to_uri if to_uri is not None else ruri}>",
+            *(f"Route: {value}" for value in routes),  # §12.2.1.1, in order
+            f"From: <{from_uri}>;tag={from_tag if from_tag is not None else salt[:8]}",
+            f"To: <{to_uri if to_uri is not None else ruri}>"
+            + (f";tag={to_tag}" if to_tag is not None else ""),
+            f"Call-ID: {call_id}" if call_id is not None else
             f"Call-ID: {salt[8:]}{branch_id[len(TM_BRANCH_PREFIX):]}@{sock.via_host_port}",
-            f"CSeq: 1 {method}",
+            f"CSeq: {cseq} {method}",
             "Content-Length: 0",
         )
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
@@ -1030,6 +1055,49 @@ class TransactionManager:
         self.originate(method, uri, from_uri=from_uri,
                        on_final=functools.partial(_resolve, future))
         return await future
+
+    async def end_dialog(self, dlg: Any,
+                         reason: str = "terminated by management") -> list[dict[str, Any]]:
+        """End a confirmed dialog from the proxy (Kamailio ``dlg.end_dlg``): a BYE to the
+        callee and one to the caller, built from the tracked dialog (RFC 3261 §12.2.1.1,
+        §15.1.1; see ``dialogs.end_requests``), each in a client transaction of its own.
+        The dialog is terminated with ``reason`` as soon as both are sent, so that
+        listeners (accounting, dispatcher call load) see it end at once; then both final
+        statuses are awaited, bounded by Timer F (a 408 when a party does not answer).
+
+        :returns: per BYE (callee first) what was sent and its final ``status`` (0 with
+            ``error`` when it could not be built or sent).
+        :raises LocalProtocolError: dialogs are not tracked, or the dialog is not
+            confirmed (an early one is ended by CANCEL, §15).
+        """
+        if self.dialogs is None:
+            raise LocalProtocolError("dialogs are not tracked by this proxy")
+        requests = end_requests(dlg, self.core.local.is_myself)
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[int]] = []
+        out: list[dict[str, Any]] = []
+        for r in requests:
+            future: asyncio.Future[int] = loop.create_future()
+            entry = r.to_dict()
+            try:
+                self.originate(r.method, r.ruri, from_uri=r.from_uri, to_uri=r.to_uri,
+                               destination=r.next_hop if r.next_hop != r.ruri else None,
+                               on_final=functools.partial(_resolve, future),
+                               call_id=r.call_id, from_tag=r.from_tag, to_tag=r.to_tag,
+                               cseq=r.cseq, routes=r.routes, to_source=r.source)
+            except LocalProtocolError as e:
+                log.warning("dialog %s: %s to the %s not sent: %s", dlg.id, r.method, r.side, e)
+                entry["error"] = str(e)
+                future.set_result(0)
+            waits.append(future)
+            out.append(entry)
+        self.dialogs.terminate(dlg, reason, self.queue.now())
+        self._schedule_dialogs()
+        log.info("dialog %s (Call-ID %s) %s: BYE sent to both parties", dlg.id, dlg.call_id,
+                 reason)
+        for entry, status in zip(out, await asyncio.gather(*waits), strict=True):
+            entry["status"] = status
+        return out
 
     def _originated_final(self, origin: OriginatedRequest, status: int, res: Any) -> None:
         """The final status of a request we originated, for its originator only."""
