@@ -212,7 +212,6 @@ class CoreCommands:
                 "end_reason": dlg.end_reason, "bye": sent}
 
 
-
 def register_server_commands(registry: CommandRegistry, server: Any) -> None:
     """Register the system and core commands and those of every module in
     ``server.modules`` (a dict name → module object) on ``registry``."""
