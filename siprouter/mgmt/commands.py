@@ -241,7 +241,7 @@ def mgmt_for_server(server: Any) -> MgmtServer | None:
     stats = StatsCommands(server)
 
     async def metrics() -> bytes:
-        return render_metrics(await stats.collect())
+        return render_metrics(await stats.snapshot())
 
     return MgmtServer(
         registry,

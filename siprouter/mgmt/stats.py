@@ -12,15 +12,38 @@ and never reset.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from siprouter.mgmt.errors import RpcError
 from siprouter.modules import rpc
 
-__all__ = ["StatsCommands", "GROUPS"]
+__all__ = ["StatsCommands", "GROUPS", "Labelled", "Snapshot"]
 
 #: The groups, in the order they are listed.
 GROUPS = ("core", "tm", "dialog", "usrloc", "dispatcher")
+
+
+@dataclass(slots=True)
+class Labelled:
+    """One statistic with labels: ``samples[(label values…)] = value``."""
+
+    name: str
+    help: str
+    kind: str  # "counter" or "gauge"
+    labels: tuple[str, ...]
+    samples: dict[tuple[str, ...], float]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything ``/metrics`` shows: the flat groups ``stats.get`` lists, the labelled
+    statistics, and the latency histograms (method -> cumulative buckets, count, sum)."""
+
+    groups: dict[str, dict[str, int]]
+    labelled: list[Labelled] = field(default_factory=list)
+    latency: dict[str, tuple[list[tuple[float, int]], int, float]] = field(
+        default_factory=dict)
 
 
 class StatsCommands:
@@ -39,6 +62,43 @@ class StatsCommands:
         if tm is not None:
             out["tm"] = tm.stats
         return out
+
+    async def snapshot(self) -> Snapshot:
+        """The groups with the labelled statistics and histograms beside them."""
+        snap = Snapshot(await self.collect())
+        core = getattr(self.server, "core", None)
+        tm = getattr(core, "tm", None)
+        if core is not None:
+            st = core.stats
+            snap.labelled += [
+                Labelled("core_rcv_requests", "Requests received, by method and transport",
+                         "counter", ("method", "transport"), dict(st.requests)),
+                Labelled("core_rcv_replies", "Responses received, by class and transport",
+                         "counter", ("class", "transport"), dict(st.replies)),
+            ]
+        if tm is not None:
+            st = tm.stats
+            snap.labelled += [
+                Labelled("tm_transactions", "Server transactions created, by method",
+                         "counter", ("method",), dict(st.transactions)),
+                Labelled("tm_retransmissions", "Request retransmissions absorbed by "
+                         "server transactions, by method", "counter", ("method",),
+                         dict(st.retransmitted)),
+                Labelled("tm_replies", "Final responses sent upstream (one per server "
+                         "transaction), by method and class", "counter",
+                         ("method", "class"), dict(st.finals)),
+            ]
+            snap.latency = st.latency.snapshot()
+        dispatcher = getattr(self.server, "modules", {}).get("dispatcher")
+        if dispatcher is not None:
+            samples: dict[tuple[str, ...], float] = {}
+            for setid, dset in dispatcher.sets.items():
+                for d in dset:
+                    samples[(str(setid), d.uri, d.state_name)] = 1
+            snap.labelled.append(Labelled(
+                "dispatcher_destination", "Each dispatcher destination (1) with its set "
+                "and state", "gauge", ("setid", "uri", "state"), samples))
+        return snap
 
     async def collect(self) -> dict[str, dict[str, int]]:
         """Every group's statistics now."""
@@ -102,7 +162,5 @@ class StatsCommands:
         n = 0
         for name, obj in counters.items():
             if group in ("all", "") or group.rstrip(":") == name:
-                for attr in obj.__slots__:
-                    setattr(obj, attr, 0)
-                    n += 1
+                n += obj.reset()
         return {"reset": n}

@@ -43,13 +43,14 @@ from siprouter.proxy.stateless import (
     stateless_to_tag,
     uri_target,
 )
+from siprouter.proxy.stats import CoreStats
 from siprouter.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from siprouter.sip.headers import format_params
 from siprouter.sip.message import parse_message, salvage_response
 from siprouter.sip.uri import SipUri
 from siprouter.transport.types import Source, Target
 
-__all__ = ["ProxyCore", "CoreStats"]
+__all__ = ["ProxyCore", "CoreStats", "message_log_fields"]
 
 
 def _rr_uri(sock: Any) -> str:
@@ -67,18 +68,13 @@ _BAD_LOG_PER_SECOND = 10
 _TARGET_CACHE_SIZE = 256
 
 
-class CoreStats:
-    """Counters kept on the hot path: plain int attributes, no locks, no labels."""
-
-    __slots__ = ("rcv_requests", "rcv_replies", "fwd_requests", "fwd_replies", "sent_replies",
-                 "drop_requests", "drop_replies", "bad_msgs", "script_errors")
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+def message_log_fields(msg: Any) -> dict[str, str]:
+    """The ``extra`` of a per-message log line: the Call-ID, so that every line about one
+    call can be found (``grep``, or a ``call_id`` query on JSON logs)."""
+    try:
+        return {"call_id": msg.call_id}
+    except (SipParseError, AttributeError):
+        return {"call_id": "-"}
 
 
 def _no_script(req: ProxyRequest, ctx: Any) -> None:
@@ -227,10 +223,16 @@ class ProxyCore:
             return
         msg.source = source
         if type(msg) is self._request_cls:
-            self.stats.rcv_requests += 1
+            self.stats.count_request(msg.method, source.proto)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("received %s %s from %s", msg.method, msg.ruri, source,
+                          extra=message_log_fields(msg))
             self._on_request(msg)
         else:
-            self.stats.rcv_replies += 1
+            self.stats.count_reply(msg.status, source.proto)  # type: ignore[attr-defined]
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("received %s %s from %s", msg.status, msg.reason, source,  # type: ignore[attr-defined]
+                          extra=message_log_fields(msg))
             self._on_response(msg)  # type: ignore[arg-type]
 
     def on_stream_error(self, exc: SipParseError, source: Source, partial: bytes) -> None:
@@ -315,9 +317,10 @@ class ProxyCore:
             self._forward(req, outcome.destination or req.destination)
         else:
             self.stats.drop_requests += 1
-            if outcome is None and log.isEnabledFor(logging.DEBUG):
-                log.debug("request_route ended without reply/forward/drop: %r dropped "
-                          "(call-id %s)", req, req.call_id)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s dropped%s", req.method,
+                          " (request_route ended without reply/forward/drop)"
+                          if outcome is None else "", extra=message_log_fields(req))
 
     def _send_reply(self, req: ProxyRequest, status: int, reason: str | None,
                     headers: Any = (), body: bytes = b"") -> None:
@@ -349,9 +352,13 @@ class ProxyCore:
             data = req.make_response(status, reason, to_tag=stateless_to_tag(req, self.secret),
                                      headers=headers, body=body)
         except (RemoteProtocolError, LocalProtocolError) as e:
-            log.debug("cannot reply %d to %r: %s", status, req, e)
+            log.debug("cannot reply %d to %r: %s", status, req, e,
+                      extra=message_log_fields(req))
             return
         self.stats.sent_replies += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("replied %d to %s (stateless)", status, req.method,
+                      extra=message_log_fields(req))
         source = req.source
         if source.proto != "udp":
             self.transport.send_to_source(data, source)
@@ -460,6 +467,9 @@ class ProxyCore:
         branch = stateless_branch(req, self.secret, next_uri)
         req.insert_via(f"SIP/2.0/{target.proto.upper()} {sock.via_host_port};branch={branch}")
         self.stats.fwd_requests += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("forwarded %s to %s (stateless)", req.method, target,
+                      extra=message_log_fields(req))
         self.transport.send(req.to_bytes(), target, prefer=sock)
 
     def _stamp_received(self, req: ProxyRequest) -> None:
@@ -593,4 +603,7 @@ class ProxyCore:
             self.stats.drop_replies += 1
             return
         self.stats.fwd_replies += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("forwarded %d to %s (stateless)", res.status, target,
+                      extra=message_log_fields(res))
         self.transport.send(res.to_bytes(), target, prefer=res.source.local)

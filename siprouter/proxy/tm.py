@@ -56,8 +56,10 @@ from collections.abc import Callable
 from typing import Any
 
 from siprouter.proxy.actions import BranchTarget, Drop, Relay, Reply
+from siprouter.proxy.core import message_log_fields
 from siprouter.proxy.dialogs import end_requests
 from siprouter.proxy.stateless import DEFAULT_MAX_FORWARDS, TM_BRANCH_PREFIX, stateless_to_tag
+from siprouter.proxy.stats import TmStats
 from siprouter.sip.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from siprouter.sip.message import parse_message
 from siprouter.sip.uri import SipUri, parse_uri
@@ -185,27 +187,13 @@ class TimerQueue:
         return len(self._heap)
 
 
-class TmStats:
-    """tm counters (Kamailio ``tm`` statistics); plain ints on the hot path."""
-
-    __slots__ = ("created", "client_created", "retransmissions", "absorbed_acks", "relayed",
-                 "local_replies", "replied_2xx", "replied_3xx", "replied_4xx", "replied_5xx",
-                 "replied_6xx", "timeouts", "cancels", "transport_errors", "originated")
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
 class ServerTransaction:
     """A server transaction and, once relayed, its response context (§16.7)."""
 
     __slots__ = ("tm", "key", "machine", "request", "method", "last_response", "source",
                  "reply_target", "branches", "relay", "timers", "canceled", "final_sent",
-                 "groups", "ended", "dialog", "in_failure", "_due", "n_pending", "__weakref__")
+                 "groups", "ended", "dialog", "in_failure", "_due", "n_pending", "started",
+                 "__weakref__")
 
     def __init__(self, tm: TransactionManager, key: Any, machine: Any, request: Any) -> None:
         self.tm = tm
@@ -226,6 +214,7 @@ class ServerTransaction:
         self.dialog: Any = None
         self.in_failure = False
         self._due: float | None = None
+        self.started = 0.0  # when the request came (the queue's clock): for latency
         self.n_pending = 0
 
     def on_timer(self, now: float) -> None:
@@ -331,7 +320,7 @@ class TransactionManager:
             return False  # an ACK for a 2xx is end to end: routed by the script
         if txn is not None:
             now = self.queue.now()
-            self.stats.retransmissions += 1
+            self.stats.count_retransmission(method)
             self._server_actions(txn, txn.machine.receive_request(now), now)
             return True
         return False
@@ -368,8 +357,9 @@ class TransactionManager:
         txn = ServerTransaction(self, key, machine, req)
         self.server[key] = txn
         req.transaction = txn
-        self.stats.created += 1
+        self.stats.count_transaction(txn.method)
         now = self.queue.now()
+        txn.started = now
         self._server_actions(txn, machine.start(now), now)
         return txn
 
@@ -388,13 +378,15 @@ class TransactionManager:
         for as long as §17.2 says, and retransmissions of the request get it again."""
         req = txn.request
         if req is None or txn.final_sent and not (200 <= status < 300 and txn.method == "INVITE"):
-            log.debug("%r already answered; %d not sent", txn, status)
+            log.debug("%r already answered; %d not sent", txn, status,
+                      extra=message_log_fields(req))
             return
         try:
             data = req.make_response(status, reason, to_tag=stateless_to_tag(req, self.core.secret),
                                      headers=headers, body=body)
         except (RemoteProtocolError, LocalProtocolError) as e:
-            log.debug("cannot reply %d to %r: %s", status, req, e)
+            log.debug("cannot reply %d to %r: %s", status, req, e,
+                      extra=message_log_fields(req))
             return
         self.stats.local_replies += 1
         self._send_upstream(txn, data, status)
@@ -409,12 +401,16 @@ class TransactionManager:
                 # statelessly (another fork branch answered late).
                 self._transmit(txn, data)
                 return
-            log.debug("%r: response %d not sent: %s", txn, status, e)
+            log.debug("%r: response %d not sent: %s", txn, status, e,
+                      extra=message_log_fields(txn.request))
             return
         txn.last_response = data
         if status >= 200 and not txn.final_sent:
             txn.final_sent = True
-            self._count_reply(status)
+            self.stats.count_final(txn.method, status, now - txn.started)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("final %d to %s sent upstream after %.3f s", status, txn.method,
+                          now - txn.started, extra=message_log_fields(txn.request))
             dialog = txn.dialog
             if dialog is not None and status >= 300 and self.dialogs is not None:
                 self.dialogs.fail(dialog, status, now)  # the call failed as a whole
@@ -439,19 +435,6 @@ class TransactionManager:
             txn.last_response = None
         for b in txn.branches:
             b.response = None
-
-    def _count_reply(self, status: int) -> None:
-        st = self.stats
-        if status < 300:
-            st.replied_2xx += 1
-        elif status < 400:
-            st.replied_3xx += 1
-        elif status < 500:
-            st.replied_4xx += 1
-        elif status < 600:
-            st.replied_5xx += 1
-        else:
-            st.replied_6xx += 1
 
     def _transmit(self, txn: ServerTransaction, data: bytes) -> None:
         """Send a response upstream (§18.2.2): on the connection it came on for a stream,
@@ -646,6 +629,9 @@ class TransactionManager:
         branch.index = len(txn.branches)
         txn.branches.append(branch)
         core.stats.fwd_requests += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("relayed %s to %s (branch %s)", txn.method, dest, branch_id,
+                      extra=message_log_fields(req))
         self._launch(branch)
 
     def _launch(self, branch: ClientBranch) -> None:
