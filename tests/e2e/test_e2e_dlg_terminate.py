@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 needs_sipp = pytest.mark.skipif(SIPP is None, reason=SIPP_MISSING)
 
 HOST = "127.0.0.1"
+TRANSPORTS = [pytest.param("u1", id="udp"), pytest.param("t1", id="tcp")]
 
 
 def _wait_for_confirmed(client: MgmtClient, seconds: float) -> dict[str, Any] | None:
@@ -53,22 +54,26 @@ def _bye_received(tmp_path: Path, label: str) -> list[bytes]:
 
 
 @needs_sipp
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_dlg_terminate_sends_bye_to_both_sides_and_ends_the_call(
-        siprouter: SiprouterFactory, tmp_path: Path) -> None:
+        siprouter: SiprouterFactory, tmp_path: Path, transport: str) -> None:
+    # Over TCP the caller's BYE goes on the connection its INVITE came on (its source),
+    # the callee's on the connection the proxy opened to it.
+    proto = "tcp" if transport == "t1" else "udp"
     uas_port, http_port = free_port(HOST), free_port(HOST)
     uas = start_sipp_scenario(tmp_path, HOST, uas_port, SCENARIOS / "uas_answer.xml",
-                              calls=1, timeout=30, label="callee")
+                              transport=transport, calls=1, timeout=30, label="callee")
     uac = None
     try:
         server = siprouter.start(
-            E2E_SCRIPTS / "dlg_track.py", protos=("udp",), log_level="info",
-            params={"next_hop": f"sip:uas@{HOST}:{uas_port}"},
+            E2E_SCRIPTS / "dlg_track.py", protos=(proto,), log_level="info",
+            params={"next_hop": f"sip:uas@{HOST}:{uas_port};transport={proto}"},
             extra_toml=f'[mgmt]\nhttp_listen = "{HOST}:{http_port}"\n')
         unix = MgmtClient(unix_socket=tmp_path / "data-0" / SOCKET_NAME, timeout=10)
         http = MgmtClient(url=f"http://{HOST}:{http_port}/RPC", timeout=40)
         uac = start_sipp_scenario(
             tmp_path, HOST, free_port(HOST), SCENARIOS / "uac_call_wait_bye.xml",
-            calls=1, timeout=30, label="caller",
+            transport=transport, calls=1, timeout=30, label="caller",
             extra=["-r", "1", "-rp", "1000", "-recv_timeout", "25000", server.hostport])
         dlg = _wait_for_confirmed(unix, 10)
         assert dlg is not None, server.log_tail(40)

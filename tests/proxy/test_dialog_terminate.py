@@ -72,7 +72,7 @@ class Call:
         out = await t.request(text, source=source)
         self.branch = out.forwarded
         assert isinstance(self.branch, Request), out
-        self.dlg = next(iter(t.tm.dialogs))
+        self.dlg = list(t.tm.dialogs)[-1]  # the newest: this call's
         if not answer:
             return self.dlg
         ours = self.branch.header_all("record-route")  # ours on top of rr_below
@@ -299,3 +299,38 @@ async def test_listeners_hear_the_end_and_no_answer_gives_408_after_timer_f() ->
     t.advance(64 * 0.5)  # Timer F
     result = await asyncio.wait_for(task, 1)
     assert [r["status"] for r in result] == [408, 408]
+
+
+# --- the management command ----------------------------------------------------------------------
+
+
+async def test_rpc_by_call_id_and_from_tag_and_its_errors() -> None:
+    from types import SimpleNamespace
+
+    from siprouter.mgmt.commands import CoreCommands
+    from siprouter.mgmt.errors import ErrorCode, RpcError
+
+    t = make_tester()
+    commands = CoreCommands(SimpleNamespace(core=t.core))
+    early = await Call(t).setup(answer=False)
+    with pytest.raises(RpcError, match=f"dialog {early.id} not terminated: .*not confirmed") as err:
+        await commands.dlg_terminate(id=early.id)
+    assert err.value.code == ErrorCode.SERVER_ERROR and early.is_live
+    with pytest.raises(RpcError, match="give the dialog's id") as err:
+        await commands.dlg_terminate()
+    assert err.value.code == ErrorCode.INVALID_PARAMS
+    call = Call(t)
+    dlg = await call.setup()
+    with pytest.raises(RpcError, match="no dialog with Call-ID .*; dlg.list shows the live ones"):
+        await commands.dlg_terminate(call_id=dlg.call_id, from_tag="other")
+    before = len(t.transport.sent)
+    task = asyncio.create_task(commands.dlg_terminate(call_id=dlg.call_id, from_tag=dlg.from_tag))
+    await asyncio.sleep(0)
+    byes = [parse_message(data) for data, _ in t.transport.sent[before:]]
+    assert [b.method for b in byes] == ["BYE", "BYE"]
+    for bye in byes:
+        await t.response(make_response(bye, 200))
+    result = await asyncio.wait_for(task, 1)
+    assert result["id"] == dlg.id and result["end_reason"] == "terminated by management"
+    assert [b["status"] for b in result["bye"]] == [200, 200]
+    assert early.is_live  # the other call is untouched
