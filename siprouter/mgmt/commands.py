@@ -69,6 +69,10 @@ class _ErrorCapture(logging.Handler):
         self.lines.append(text)
 
 
+# How long dlg.terminate waits for the BYEs' answers: less than the CLI's 10 s timeout.
+_BYE_WAIT = 5.0
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -183,9 +187,9 @@ class CoreCommands:
         """End a confirmed dialog (Kamailio ``dlg.end_dlg``): the proxy sends BYE to the
         callee and to the caller itself (RFC 3261 §12.2.1.1, §15.1.1) and the dialog ends
         with reason "terminated by management". The dialog is named by ``id`` (as
-        ``dlg.list`` shows it) or by ``call_id`` and ``from_tag``. Waits for both final
-        responses (at most Timer F, 32 s: a party that does not answer gives 408) and
-        returns each BYE's Request-URI, Route, From, To, CSeq and ``status``."""
+        ``dlg.list`` shows it) or by ``call_id`` and ``from_tag``. Waits up to 5 s for
+        both final responses and returns each BYE's Request-URI, Route, From, To, CSeq
+        and ``status`` (null: no answer yet; the BYE is retransmitted until Timer F)."""
         tm = self._tm()
         dialogs = getattr(tm, "dialogs", None)
         if dialogs is None:
@@ -204,7 +208,7 @@ class CoreCommands:
             raise RpcError(f"no dialog {name}; dlg.list shows the live ones",
                            ErrorCode.INVALID_PARAMS, {"method": "dlg.terminate", "id": id})
         try:
-            sent = await tm.end_dialog(dlg, "terminated by management")
+            sent = await tm.end_dialog(dlg, "terminated by management", wait=_BYE_WAIT)
         except LocalProtocolError as e:
             raise RpcError(f"dialog {dlg.id} not terminated: {e}",
                            data={"id": dlg.id, "state": dlg.state.name}) from None

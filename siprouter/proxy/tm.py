@@ -1042,17 +1042,19 @@ class TransactionManager:
                        on_final=functools.partial(_resolve, future))
         return await future
 
-    async def end_dialog(self, dlg: Any,
-                         reason: str = "terminated by management") -> list[dict[str, Any]]:
+    async def end_dialog(self, dlg: Any, reason: str = "terminated by management", *,
+                         wait: float | None = None) -> list[dict[str, Any]]:
         """End a confirmed dialog from the proxy (Kamailio ``dlg.end_dlg``): a BYE to the
         callee and one to the caller, built from the tracked dialog (RFC 3261 §12.2.1.1,
         §15.1.1; see ``dialogs.end_requests``), each in a client transaction of its own.
         The dialog is terminated with ``reason`` as soon as both are sent, so that
         listeners (accounting, dispatcher call load) see it end at once; then both final
-        statuses are awaited, bounded by Timer F (a 408 when a party does not answer).
+        statuses are awaited, bounded by Timer F (a 408 when a party does not answer) or
+        by ``wait`` seconds when given.
 
         :returns: per BYE (callee first) what was sent and its final ``status`` (0 with
-            ``error`` when it could not be built or sent).
+            ``error`` when it could not be built or sent; None: no final response within
+            ``wait``, the transaction goes on).
         :raises LocalProtocolError: dialogs are not tracked, or the dialog is not
             confirmed (an early one is ended by CANCEL, §15).
         """
@@ -1081,8 +1083,9 @@ class TransactionManager:
         self._schedule_dialogs()
         log.info("dialog %s (Call-ID %s) %s: BYE sent to both parties", dlg.id, dlg.call_id,
                  reason)
-        for entry, status in zip(out, await asyncio.gather(*waits), strict=True):
-            entry["status"] = status
+        await asyncio.wait(waits, timeout=wait)
+        for entry, future in zip(out, waits, strict=True):
+            entry["status"] = future.result() if future.done() else None
         return out
 
     def _originated_final(self, origin: OriginatedRequest, status: int, res: Any) -> None:
