@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Every command a full server registers (core, stats, dbt, location, dispatcher), called
+over real HTTP and over the UNIX socket, alone and all together in one batch: each gives
+a result or the JSON-RPC error it should, never an internal error. The table below must
+name every command the server lists, so a new command cannot go untested here."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mgmt_support import call, post
+
+from siprouter.config import load_config
+from siprouter.mgmt.errors import ErrorCode
+from siprouter.modules.location import Binding
+from siprouter.server import Server
+
+# method -> (params, expected): "result", or the error code. ``{nh}`` in a param is the
+# dispatcher destination of the test server.
+NO_DIALOG = {"id": "no-such-dialog"}
+COMMANDS: dict[str, tuple[Any, Any]] = {
+    "system.listMethods": ([], "result"),
+    "system.methodHelp": (["ul.lookup"], "result"),
+    "core.version": ([], "result"),
+    "core.uptime": ([], "result"),
+    "core.info": ([], "result"),
+    "core.reload": ([], "result"),
+    "log.set_level": (["info", "siprouter.mgmt.test"], "result"),
+    "stats.get": (["all"], "result"),
+    "stats.reset": (["tm"], "result"),
+    "tm.stats": ([], "result"),
+    "dlg.list": ([], "result"),
+    "dlg.terminate": (NO_DIALOG, ErrorCode.INVALID_PARAMS),
+    # The server runs on SQLite: the db_text commands say they need text:///.
+    "dbt.dump": ([], ErrorCode.SERVER_ERROR),
+    "dbt.reload": ([], ErrorCode.SERVER_ERROR),
+    "ul.dump": ([], "result"),
+    "ul.lookup": (["alice@127.0.0.1"], "result"),
+    "ul.rm": (["bob@127.0.0.1"], "result"),
+    "ds.list": ([], "result"),
+    "ds.stats": ([], "result"),
+    "ds.reload": ([], "result"),
+    "ds.set_state": (["a", 1, "{nh}"], "result"),
+    "dispatcher.list": ([], "result"),
+    "dispatcher.reload": ([], "result"),
+    "dispatcher.set_state": (["i", 1, "{nh}"], "result"),
+}
+
+
+@pytest.fixture
+async def server(tmp_path: Path):
+    ds_list = tmp_path / "dispatcher.list"
+    ds_list.write_text("1 sip:127.0.0.1:5999\n")
+    cfg = load_config(None, {
+        "server.listen": ["udp:127.0.0.1:0"],
+        "server.data_dir": str(tmp_path / "data"),
+        "mgmt.http_listen": "127.0.0.1:0",
+        "routing.reload_on_change": False,
+        "dispatcher.list_file": str(ds_list),
+        "dispatcher.ds_ping_interval": 0,
+    })
+    srv = Server(cfg)
+    await srv.start()
+    location = srv.modules["location"]
+    for user in ("alice", "bob"):
+        await location.put(Binding(f"{user}@127.0.0.1", f"sip:{user}@127.0.0.1:5070",
+                                   int(time.time()) + 3600, ruid=location.new_ruid()))
+    yield srv
+    await srv.stop()
+
+
+def _params(params: Any) -> Any:
+    if isinstance(params, list):
+        return [p.replace("{nh}", "sip:127.0.0.1:5999") if isinstance(p, str) else p
+                for p in params]
+    return params
+
+
+def _check(method: str, answer: dict[str, Any], expected: Any) -> None:
+    assert answer.get("jsonrpc") == "2.0", answer
+    if expected == "result":
+        assert "error" not in answer, (method, answer)
+        json.dumps(answer["result"])  # plain JSON all the way down
+    else:
+        assert answer["error"]["code"] == expected, (method, answer)
+        assert "Traceback" not in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("transport", ["http", "unix"])
+async def test_every_command_alone(server: Server, transport: str) -> None:
+    target = server.mgmt.url if transport == "http" else server.mgmt.unix_path
+    listed = (await call(target, "system.listMethods"))["result"]
+    assert set(listed) == set(COMMANDS), (
+        "commands without a case here: " + ", ".join(sorted(set(listed) - set(COMMANDS))))
+    for method, (params, expected) in COMMANDS.items():
+        _check(method, await call(target, method, _params(params)), expected)
+
+
+@pytest.mark.parametrize("transport", ["http", "unix"])
+async def test_every_command_in_one_batch(server: Server, transport: str) -> None:
+    target = server.mgmt.url if transport == "http" else server.mgmt.unix_path
+    batch = [{"jsonrpc": "2.0", "id": i, "method": m, "params": _params(p)}
+             for i, (m, (p, _)) in enumerate(COMMANDS.items())]
+    batch.append({"jsonrpc": "2.0", "method": "core.version"})  # a notification: no answer
+    batch.append({"jsonrpc": "2.0", "id": "bad", "method": "no.such"})
+    status, answers, _ = await post(target, batch)
+    assert status == 200
+    by_id = {a["id"]: a for a in answers}
+    assert len(answers) == len(COMMANDS) + 1
+    for i, (method, (_, expected)) in enumerate(COMMANDS.items()):
+        _check(method, by_id[i], expected)
+    assert by_id["bad"]["error"]["code"] == ErrorCode.METHOD_NOT_FOUND
+
+
+@pytest.mark.parametrize("transport", ["http", "unix"])
+async def test_wrong_parameters_for_every_command(server: Server, transport: str) -> None:
+    """Too many positional parameters, and an unknown named one: INVALID_PARAMS for each
+    command, with the command named, never an internal error."""
+    target = server.mgmt.url if transport == "http" else server.mgmt.unix_path
+    for method in COMMANDS:
+        out = await call(target, method, [1, 2, 3, 4, 5, 6, 7])
+        assert out["error"]["code"] == ErrorCode.INVALID_PARAMS, (method, out)
+        out = await call(target, method, {"no_such_parameter": 1})
+        assert out["error"]["code"] == ErrorCode.INVALID_PARAMS, (method, out)
