@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """End to end: ``dlg.terminate`` (issue 7; Kamailio ``dlg.end_dlg``). A SIPp caller calls
-a SIPp callee through siprouter (tests/e2e/scripts/dlg_track.py: Record-Route and dialog
-tracking); neither hangs up. Over the management RPC (HTTP for the command, the UNIX
+a SIPp callee through siprouter (tests/e2e/scripts/record_route.py with ``track_dialog``:
+Record-Route and dialog tracking); neither hangs up. Over the management RPC (HTTP for the command, the UNIX
 socket for the listing) the call is ended: both SIPp sides receive the proxy's BYE
 (RFC 3261 §15.1.1, built per §12.2.1.1) and answer 200, the command reports both 200s,
 and ``dlg.list`` no longer shows the call. One call; every wait is bounded."""
@@ -66,8 +66,9 @@ def test_dlg_terminate_sends_bye_to_both_sides_and_ends_the_call(
     uac = None
     try:
         server = siprouter.start(
-            E2E_SCRIPTS / "dlg_track.py", protos=(proto,), log_level="info",
-            params={"next_hop": f"sip:uas@{HOST}:{uas_port};transport={proto}"},
+            E2E_SCRIPTS / "record_route.py", protos=(proto,), log_level="info",
+            params={"next_hop": f"sip:uas@{HOST}:{uas_port};transport={proto}",
+                    "track_dialog": True},
             extra_toml=f'[mgmt]\nhttp_listen = "{HOST}:{http_port}"\n')
         unix = MgmtClient(unix_socket=tmp_path / "data-0" / SOCKET_NAME, timeout=10)
         http = MgmtClient(url=f"http://{HOST}:{http_port}/RPC", timeout=40)

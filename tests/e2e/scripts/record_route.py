@@ -6,7 +6,8 @@ CANCEL and retransmission tests).
 ``"sip:uas@127.0.0.1:5070;transport=tcp"``; in-dialog requests follow their Route set
 (the ``Record-Route`` this script adds puts the proxy on it). ``fr_timer`` /
 ``fr_inv_timer`` params, when present, set this transaction's timers (seconds)
-over the ``[transaction]`` configuration.
+over the ``[transaction]`` configuration. ``track_dialog = true`` tracks every initial
+INVITE's dialog (``dlg.list``, ``dlg.terminate``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def request_route(req: Request, ctx: Context) -> None:
             return req.drop()
         return req.reply(404, "Not Here")
     req.record_route()
+    if req.method == "INVITE" and ctx.params.get("track_dialog"):
+        req.track_dialog()
     req.set_destination(ctx.params["next_hop"])
     timers = {name: float(ctx.params[name]) for name in ("fr_timer", "fr_inv_timer")
               if name in ctx.params}
