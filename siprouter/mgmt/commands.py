@@ -215,6 +215,20 @@ class CoreCommands:
         return {"id": dlg.id, "call_id": dlg.call_id, "state_name": dlg.state.name,
                 "end_reason": dlg.end_reason, "bye": sent}
 
+    @rpc("dlg.terminate_dlg")
+    async def dlg_terminate_dlg(self, callid: str, from_tag: str,
+                                to_tag: str = "") -> dict[str, Any]:
+        """Kamailio's ``dlg.terminate_dlg CALLID FROM_TAG [TO_TAG]``: dlg.terminate by
+        Call-ID and tags."""
+        if to_tag:
+            dialogs = getattr(self._tm(), "dialogs", None) or ()
+            if not any(d.call_id == callid and d.from_tag == from_tag and d.to_tag == to_tag
+                       for d in dialogs):
+                raise RpcError(f"no dialog with Call-ID {callid!r}, From tag {from_tag!r} "
+                               f"and To tag {to_tag!r}; dlg.list shows the live ones",
+                               ErrorCode.INVALID_PARAMS, {"method": "dlg.terminate_dlg"})
+        return await self.dlg_terminate(call_id=callid, from_tag=from_tag)
+
 
 def register_server_commands(registry: CommandRegistry, server: Any) -> None:
     """Register the system and core commands and those of every module in

@@ -150,6 +150,28 @@ class StatsCommands:
             raise RpcError(f"no statistic {name!r}", code=-32602)
         return {name: flat[name]}
 
+    @rpc("stats.get_statistics")
+    async def get_statistics(self, names: str | list[str] = "all") -> dict[str, int]:
+        """Kamailio's name: ``all``, groups (``tm:``) or statistics, several at once (a
+        list, or one string separated by spaces); a name without its group
+        (``rcv_requests``) is looked for in every group."""
+        out: dict[str, int] = {}
+        for name in names.split() if isinstance(names, str) else names:
+            if ":" in name or name in ("all", "") or name in GROUPS:
+                out.update(await self.get(name))
+            else:
+                found = {k: v for k, v in (await self.get("all")).items()
+                         if k.partition(":")[2] == name}
+                if not found:
+                    raise RpcError(f"no statistic {name!r}", code=-32602)
+                out.update(found)
+        return out
+
+    @rpc("stats.reset_statistics")
+    def reset_statistics(self, group: str = "all") -> dict[str, int]:
+        """Kamailio's name for stats.reset."""
+        return self.reset(group)
+
     @rpc("stats.reset")
     def reset(self, group: str = "all") -> dict[str, int]:
         """Set the counters of ``group`` (core, tm; ``all`` for both) back to 0; gauges

@@ -714,10 +714,20 @@ class Location:
                 out.append({"aor": aor, "contacts": [b.to_dict(now) for b in bindings]})
         return {"aors": out, "n_aors": len(out), "n_contacts": sum(len(a["contacts"]) for a in out)}
 
+    def _kamailio_form(self, first: str, second: str | None) -> tuple[str, str | None]:
+        """``ul.lookup location AOR`` (Kamailio names the table first): (aor, rest)."""
+        if second is not None and first == self.table:
+            return second, None
+        return first, second
+
     @rpc("ul.lookup")
-    async def rpc_lookup(self, aor: str) -> dict[str, Any]:
+    async def rpc_lookup(self, aor: str, kamailio_aor: str | None = None) -> dict[str, Any]:
         """The unexpired bindings of one AOR (as stored: ``alice`` or ``alice@example.com``
-        with use_domain)."""
+        with use_domain). Kamailio's form, ``ul.lookup location AOR``, works too."""
+        aor, extra = self._kamailio_form(aor, kamailio_aor)
+        if extra is not None:
+            raise RpcError(f"no table {aor!r}; expected ul.lookup AOR or "
+                           f"ul.lookup {self.table} AOR", code=-32602)
         bindings = await self.get(aor)
         if not bindings:
             raise RpcError(f"AOR not found: {aor}", code=-32004, data={"aor": aor})
@@ -726,7 +736,19 @@ class Location:
 
     @rpc("ul.rm")
     async def rpc_rm(self, aor: str, contact: str | None = None) -> dict[str, Any]:
-        """Remove every binding of an AOR, or only the one with this contact URI."""
+        """Remove every binding of an AOR, or only the one with this contact URI.
+        Kamailio's form, ``ul.rm location AOR``, works too."""
+        aor, contact = self._kamailio_form(aor, contact)
+        return await self._rm(aor, contact)
+
+    @rpc("ul.rm_contact")
+    async def rpc_rm_contact(self, table: str, aor: str, contact: str) -> dict[str, Any]:
+        """Kamailio's ``ul.rm_contact location AOR CONTACT``: remove one binding."""
+        if table != self.table:
+            raise RpcError(f"no table {table!r}; expected {self.table!r}", code=-32602)
+        return await self._rm(aor, contact)
+
+    async def _rm(self, aor: str, contact: str | None) -> dict[str, Any]:
         if contact is None:
             n = await self.delete(aor)
         else:

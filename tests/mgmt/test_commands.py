@@ -24,8 +24,9 @@ from siprouter.server import Server, serve
 
 CORE_COMMANDS = {"system.listMethods", "system.methodHelp", "core.version", "core.uptime",
                  "core.info", "core.reload", "log.set_level", "tm.stats", "dlg.list",
-                 "dlg.terminate",
-                 "stats.get", "stats.reset", "dbt.dump", "dbt.reload"}
+                 "dlg.terminate", "dlg.terminate_dlg",
+                 "stats.get", "stats.reset", "stats.get_statistics", "stats.reset_statistics",
+                 "dbt.dump", "dbt.reload"}
 SCRIPT_V1 = "async def request_route(req, ctx):\n    req.reply(404, 'Version One')\n"
 
 

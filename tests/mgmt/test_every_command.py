@@ -35,12 +35,16 @@ COMMANDS: dict[str, tuple[Any, Any]] = {
     "tm.stats": ([], "result"),
     "dlg.list": ([], "result"),
     "dlg.terminate": (NO_DIALOG, ErrorCode.INVALID_PARAMS),
+    "dlg.terminate_dlg": (["no-such-call", "no-tag"], ErrorCode.INVALID_PARAMS),
+    "stats.get_statistics": (["core: tm:created rcv_replies"], "result"),
+    "stats.reset_statistics": (["core"], "result"),
     # The server runs on SQLite: the db_text commands say they need text:///.
     "dbt.dump": ([], ErrorCode.SERVER_ERROR),
     "dbt.reload": ([], ErrorCode.SERVER_ERROR),
     "ul.dump": ([], "result"),
     "ul.lookup": (["alice@127.0.0.1"], "result"),
     "ul.rm": (["bob@127.0.0.1"], "result"),
+    "ul.rm_contact": (["location", "carol@127.0.0.1", "sip:carol@127.0.0.1:5070"], "result"),
     "ds.list": ([], "result"),
     "ds.stats": ([], "result"),
     "ds.reload": ([], "result"),
@@ -66,7 +70,7 @@ async def server(tmp_path: Path):
     srv = Server(cfg)
     await srv.start()
     location = srv.modules["location"]
-    for user in ("alice", "bob"):
+    for user in ("alice", "bob", "carol"):
         await location.put(Binding(f"{user}@127.0.0.1", f"sip:{user}@127.0.0.1:5070",
                                    int(time.time()) + 3600, ruid=location.new_ruid()))
     yield srv
@@ -126,3 +130,30 @@ async def test_wrong_parameters_for_every_command(server: Server, transport: str
         assert out["error"]["code"] == ErrorCode.INVALID_PARAMS, (method, out)
         out = await call(target, method, {"no_such_parameter": 1})
         assert out["error"]["code"] == ErrorCode.INVALID_PARAMS, (method, out)
+
+
+async def test_kamailio_forms(server: Server) -> None:
+    """What a Kamailio operator types: ``ul.lookup location AOR``, ``ul.rm location AOR``,
+    ``stats.get_statistics`` with names without their group, ``dlg.terminate_dlg``."""
+    target = server.mgmt.unix_path
+    out = (await call(target, "ul.lookup", ["location", "alice@127.0.0.1"]))["result"]
+    assert out["aor"] == "alice@127.0.0.1"
+    assert [c["contact"] for c in out["contacts"]] == ["sip:alice@127.0.0.1:5070"]
+    out = await call(target, "ul.lookup", ["subscriber", "alice@127.0.0.1"])
+    assert out["error"]["code"] == ErrorCode.INVALID_PARAMS
+    assert "no table 'subscriber'" in out["error"]["message"]
+    assert (await call(target, "ul.rm", ["location", "bob@127.0.0.1"]))["result"] == {
+        "aor": "bob@127.0.0.1", "removed": 1}
+    assert (await call(target, "ul.lookup", ["bob@127.0.0.1"]))["error"]["code"] == -32004
+    out = await call(target, "ul.rm_contact", ["location", "alice@127.0.0.1", "sip:x@y"])
+    assert out["error"]["code"] == -32004
+
+    stats = (await call(target, "stats.get_statistics", ["rcv_requests tm:"]))["result"]
+    assert stats["core:rcv_requests"] == 0 and "tm:created" in stats
+    assert not any(k.startswith("usrloc:") for k in stats)
+    listed = (await call(target, "stats.get_statistics", [["core:bad_msgs"]]))["result"]
+    assert listed == {"core:bad_msgs": 0}
+    out = await call(target, "stats.get_statistics", ["no_such_stat"])
+    assert out["error"]["code"] == ErrorCode.INVALID_PARAMS
+    out = await call(target, "dlg.terminate_dlg", ["call", "ftag", "ttag"])
+    assert out["error"]["code"] == ErrorCode.INVALID_PARAMS
