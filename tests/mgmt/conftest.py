@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fixtures for the management tests: a started ``MgmtServer`` (factory)."""
+"""Fixtures for the management tests: a started ``MgmtServer`` and a started ``Server``
+(factories)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mgmt_support import server_config
 
 from siprouter.mgmt.registry import CommandRegistry
 from siprouter.mgmt.server import MgmtServer
+from siprouter.server import Server
 
 
 @pytest.fixture
@@ -28,4 +31,21 @@ async def mgmt_factory(tmp_path: Path):
 
     yield make
     for server in started:
+        await server.stop()
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path):
+    """``await start(**overrides)`` → a started Server (``server_config``; keys as
+    ``section__key``); every one is stopped at the end."""
+    servers: list[Server] = []
+
+    async def start(**overrides: Any) -> Server:
+        server = Server(server_config(tmp_path, **overrides))
+        servers.append(server)
+        await server.start()
+        return server
+
+    yield start
+    for server in servers:
         await server.stop()

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A real HTTP / UNIX-socket JSON-RPC client for the management tests (aiohttp)."""
+"""A real HTTP / UNIX-socket JSON-RPC client for the management tests (aiohttp), and the
+configuration of the real servers they talk to."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from siprouter.config import Config, load_config
 
 
 async def post(target: str | Path, body: bytes | str | dict | list, *,
@@ -48,3 +51,16 @@ async def call(target: str | Path, method: str, params: Any = None,
     status, out, _ = await post(target, req, headers=headers)
     assert status == 200, (status, out)
     return out
+
+
+def server_config(tmp_path: Path, **overrides: Any) -> Config:
+    """A server on UDP 127.0.0.1 port 0 with management on HTTP 127.0.0.1 port 0 and its
+    socket in tmp_path/data; ``overrides`` keys are ``section__key``."""
+    values: dict[str, Any] = {
+        "server.listen": ["udp:127.0.0.1:0"],
+        "server.data_dir": str(tmp_path / "data"),
+        "mgmt.http_listen": "127.0.0.1:0",
+        "routing.reload_on_change": False,
+    }
+    values.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return load_config(None, values)

@@ -7,15 +7,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from mgmt_support import call
+from mgmt_support import call, server_config
 
 from siprouter import __version__
-from siprouter.config import ConfigError, load_config
+from siprouter.config import ConfigError
 from siprouter.mgmt.commands import register_server_commands
 from siprouter.mgmt.errors import ErrorCode
 from siprouter.mgmt.registry import CommandRegistry
@@ -28,34 +27,6 @@ CORE_COMMANDS = {"system.listMethods", "system.methodHelp", "core.version", "cor
                  "stats.get", "stats.reset", "stats.get_statistics", "stats.reset_statistics",
                  "dbt.dump", "dbt.reload"}
 SCRIPT_V1 = "async def request_route(req, ctx):\n    req.reply(404, 'Version One')\n"
-
-
-def _config(tmp_path: Path, **overrides: Any):
-    values: dict[str, Any] = {
-        "server.listen": ["udp:127.0.0.1:0"],
-        "server.data_dir": str(tmp_path / "data"),
-        "mgmt.http_listen": "127.0.0.1:0",
-        "routing.reload_on_change": False,
-    }
-    values.update({k.replace("__", "."): v for k, v in overrides.items()})
-    return load_config(None, values)
-
-
-@pytest.fixture
-async def start_server(tmp_path: Path):
-    """``await start(**overrides)`` → a started Server (keys as ``section__key``); every
-    one is stopped at the end."""
-    servers: list[Server] = []
-
-    async def start(**overrides: Any) -> Server:
-        server = Server(_config(tmp_path, **overrides))
-        servers.append(server)
-        await server.start()
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop()
 
 
 def _targets(server: Server) -> list[Any]:
@@ -148,7 +119,7 @@ async def test_disabled_management_opens_nothing(start_server, tmp_path) -> None
 
 
 async def test_non_loopback_http_without_token_stops_start_before_any_socket(tmp_path) -> None:
-    server = Server(_config(tmp_path, mgmt__http_listen="0.0.0.0:0"))
+    server = Server(server_config(tmp_path, mgmt__http_listen="0.0.0.0:0"))
     with pytest.raises(ConfigError) as exc:
         await server.start()
     assert exc.value.key == "mgmt.token"
@@ -156,13 +127,13 @@ async def test_non_loopback_http_without_token_stops_start_before_any_socket(tmp
     assert server.transport is None  # refused before any socket opened
     await server.stop()
     # serve() (what `siprouter run` runs) reports it and exits 2, no traceback.
-    assert await serve(_config(tmp_path, mgmt__http_listen="0.0.0.0:0")) == 2
+    assert await serve(server_config(tmp_path, mgmt__http_listen="0.0.0.0:0")) == 2
 
 
 async def test_a_second_server_on_the_same_data_dir_fails_cleanly(start_server,
                                                                    tmp_path) -> None:
     first = await start_server()
-    second = Server(_config(tmp_path))
+    second = Server(server_config(tmp_path))
     with pytest.raises(OSError, match="another siprouter is running"):
         await second.start()
     await second.stop()

@@ -9,43 +9,14 @@ import asyncio
 import re
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mgmt_support import call
 
-from siprouter.config import load_config
 from siprouter.mgmt.errors import ErrorCode
 from siprouter.script.testing import make_request, sip_text
 from siprouter.server import Server
 from siprouter.sip.digest import compute_ha1, compute_response
-
-
-def _config(tmp_path: Path, **overrides: Any):
-    values: dict[str, Any] = {
-        "server.listen": ["udp:127.0.0.1:0"],
-        "server.data_dir": str(tmp_path / "data"),
-        "server.domains": ["example.com"],
-        "mgmt.http_listen": "127.0.0.1:0",
-        "routing.reload_on_change": False,
-    }
-    values.update({k.replace("__", "."): v for k, v in overrides.items()})
-    return load_config(None, values)
-
-
-@pytest.fixture
-async def start_server(tmp_path: Path):
-    servers: list[Server] = []
-
-    async def start(**overrides: Any) -> Server:
-        server = Server(_config(tmp_path, **overrides))
-        servers.append(server)
-        await server.start()
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop()
 
 
 @pytest.fixture
@@ -57,7 +28,7 @@ async def _text_server(start_server, dbdir: Path) -> Server:
     # flush_interval=none: only dbt.dump (and stop) write the files, so the test sees
     # what dbt.dump did, not the background write-back.
     return await start_server(database__url=f"text://{dbdir}?flush_interval=none",
-                              usrloc__db_mode=1)
+                              usrloc__db_mode=1, server__domains=["example.com"])
 
 
 async def _exchange(server: Server, sock: socket.socket, text: str) -> str:

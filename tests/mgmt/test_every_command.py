@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from mgmt_support import call, post
 
-from siprouter.config import load_config
 from siprouter.mgmt.errors import ErrorCode
 from siprouter.modules.location import Binding
 from siprouter.server import Server
@@ -56,25 +55,16 @@ COMMANDS: dict[str, tuple[Any, Any]] = {
 
 
 @pytest.fixture
-async def server(tmp_path: Path):
+async def server(start_server, tmp_path: Path):
     ds_list = tmp_path / "dispatcher.list"
     ds_list.write_text("1 sip:127.0.0.1:5999\n")
-    cfg = load_config(None, {
-        "server.listen": ["udp:127.0.0.1:0"],
-        "server.data_dir": str(tmp_path / "data"),
-        "mgmt.http_listen": "127.0.0.1:0",
-        "routing.reload_on_change": False,
-        "dispatcher.list_file": str(ds_list),
-        "dispatcher.ds_ping_interval": 0,
-    })
-    srv = Server(cfg)
-    await srv.start()
+    srv = await start_server(dispatcher__list_file=str(ds_list),
+                             dispatcher__ds_ping_interval=0)
     location = srv.modules["location"]
     for user in ("alice", "bob", "carol"):
         await location.put(Binding(f"{user}@127.0.0.1", f"sip:{user}@127.0.0.1:5070",
                                    int(time.time()) + 3600, ruid=location.new_ruid()))
-    yield srv
-    await srv.stop()
+    return srv
 
 
 def _params(params: Any) -> Any:
