@@ -46,12 +46,11 @@ def _report(result: Any, key: str, verb: str, as_json: bool) -> None:
     if as_json or not isinstance(entries, list):
         _print_json(result)
         return
+    nothing = "nothing to write" if verb == "wrote" else "no tables"
     for entry in entries:
         tables = entry.get("tables") or []
-        names = ", ".join(tables) if tables else "nothing to write" if verb == "wrote" \
-            else "no tables"
-        click.echo(f"{entry.get('database')}: {verb} {names}" if tables
-                   else f"{entry.get('database')}: {names}")
+        what = f"{verb} {', '.join(tables)}" if tables else nothing
+        click.echo(f"{entry.get('database')}: {what}")
 
 
 @dbt.command("dump")

@@ -54,7 +54,6 @@ _GAUGES = {
 _SUMMED = {
     "core": re.compile(r"rcv_(requests|replies)(_.*)?"),
     "tm": re.compile(r"created(_.*)?|retransmissions|replied_.*"),
-    "dispatcher": re.compile(r"destinations_.*"),
 }
 
 #: The request → final response histogram.

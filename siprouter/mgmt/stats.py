@@ -156,15 +156,17 @@ class StatsCommands:
         list, or one string separated by spaces); a name without its group
         (``rcv_requests``) is looked for in every group."""
         out: dict[str, int] = {}
+        flat: dict[str, int] | None = None
         for name in names.split() if isinstance(names, str) else names:
             if ":" in name or name in ("all", "") or name in GROUPS:
                 out.update(await self.get(name))
-            else:
-                found = {k: v for k, v in (await self.get("all")).items()
-                         if k.partition(":")[2] == name}
-                if not found:
-                    raise RpcError(f"no statistic {name!r}", code=-32602)
-                out.update(found)
+                continue
+            if flat is None:
+                flat = await self.get("all")
+            found = {k: v for k, v in flat.items() if k.partition(":")[2] == name}
+            if not found:
+                raise RpcError(f"no statistic {name!r}", code=-32602)
+            out.update(found)
         return out
 
     @rpc("stats.reset_statistics")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["CoreStats", "TmStats", "LatencyHistogram", "KNOWN_METHODS", "OTHER_METHOD",
            "LATENCY_BUCKETS", "status_class"]
@@ -39,14 +40,20 @@ _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 
 def status_class(status: int) -> str:
     """``"2xx"`` for 200…299 (a status outside 100…699 is clamped to the nearest class)."""
-    return _CLASSES[min(max(status // 100, 1), 6) - 1]
+    if 100 <= status < 700:
+        return _CLASSES[status // 100 - 1]
+    return _CLASSES[0] if status < 100 else _CLASSES[-1]
 
 
-def _count_new(counts: dict[tuple[str, ...], int], key: tuple[str, ...]) -> None:
-    """First sighting of ``key`` (its method in front): unknown methods become OTHER."""
-    if key[0] not in KNOWN_METHODS:
-        key = (OTHER_METHOD, *key[1:])
-    counts[key] = counts.get(key, 0) + 1
+def _bump(counts: dict[Any, int], key: tuple[str, ...]) -> None:
+    """``counts[key] += 1``; a key whose method (its first item) we do not know is
+    counted as ``OTHER_METHOD``."""
+    try:
+        counts[key] += 1
+    except KeyError:
+        if key[0] not in KNOWN_METHODS:
+            key = (OTHER_METHOD, *key[1:])
+        counts[key] = counts.get(key, 0) + 1
 
 
 class _Counters:
@@ -96,21 +103,12 @@ class CoreStats(_Counters):
     replies: dict[tuple[str, str], int]
 
     def count_request(self, method: str, transport: str) -> None:
-        key = (method, transport)
-        counts = self.requests
-        try:
-            counts[key] += 1
-        except KeyError:
-            _count_new(counts, key)  # type: ignore[arg-type]
+        _bump(self.requests, (method, transport))
 
     def count_reply(self, status: int, transport: str) -> None:
-        key = (_CLASSES[status // 100 - 1] if 100 <= status < 700 else status_class(status),
-               transport)
+        key = (status_class(status), transport)
         counts = self.replies
-        try:
-            counts[key] += 1
-        except KeyError:
-            counts[key] = 1
+        counts[key] = counts.get(key, 0) + 1
 
     def as_dict(self) -> dict[str, int]:
         out = {"rcv_requests": sum(self.requests.values()),
@@ -139,7 +137,9 @@ class LatencyHistogram:
         if row is None:
             if method not in KNOWN_METHODS:
                 method = OTHER_METHOD
-            row = self.by_method.setdefault(method, [0] * (len(self.bounds) + 2))
+            row = self.by_method.get(method)
+            if row is None:
+                row = self.by_method[method] = [0] * (len(self.bounds) + 2)
         row[bisect_left(self.bounds, seconds)] += 1
         row[-1] += seconds
 
@@ -187,29 +187,13 @@ class TmStats(_Counters):
         return super().reset()
 
     def count_transaction(self, method: str) -> None:
-        key = (method,)
-        counts = self.transactions
-        try:
-            counts[key] += 1
-        except KeyError:
-            _count_new(counts, key)  # type: ignore[arg-type]
+        _bump(self.transactions, (method,))
 
     def count_retransmission(self, method: str) -> None:
-        key = (method,)
-        counts = self.retransmitted
-        try:
-            counts[key] += 1
-        except KeyError:
-            _count_new(counts, key)  # type: ignore[arg-type]
+        _bump(self.retransmitted, (method,))
 
     def count_final(self, method: str, status: int, seconds: float) -> None:
-        key = (method, _CLASSES[status // 100 - 1] if 200 <= status < 700
-               else status_class(status))
-        counts = self.finals
-        try:
-            counts[key] += 1
-        except KeyError:
-            _count_new(counts, key)  # type: ignore[arg-type]
+        _bump(self.finals, (method, status_class(status)))
         self.latency.observe(method, seconds)
 
     def as_dict(self) -> dict[str, int]:
