@@ -27,6 +27,7 @@ byte for byte as they came. An untouched message serializes to the received byte
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
 from siprouter.sip.errors import LocalProtocolError, SipParseError
@@ -170,7 +171,7 @@ class Message:
     """
 
     __slots__ = ("raw", "body", "fields", "source", "_start_line", "_head_bytes",
-                 "_body_off", "_memo", "_edited", "_sl_text", "__weakref__")
+                 "_body_off", "_memo", "_edited", "_sl_text", "_first", "__weakref__")
 
     raw: bytes
     body: bytes
@@ -179,13 +180,31 @@ class Message:
 
     # -- reading -------------------------------------------------------------------------
 
+    def first_fields(self) -> dict[str, list[Any]]:
+        """Canonical key -> the first live field of that key. Built once per message
+        (by ``parse_message`` for a received one) and again after an edit, so a header
+        lookup is one dict access instead of a scan of every line. Read only."""
+        first = self._first
+        if first is None:
+            first = {}
+            for f in reversed(self.fields):
+                if f[_VALUE] is not None:
+                    first[f[_KEY]] = f
+            self._first = first
+        return first
+
+    def has_repeated_keys(self) -> bool:
+        """True when some header name has more than one live line (e.g. two Vias)."""
+        first = self.first_fields()
+        fields = self.fields
+        if len(first) == len(fields):
+            return False
+        return len(first) != sum(1 for f in fields if f[_VALUE] is not None)
+
     def header(self, name: str) -> str | None:
         """Value of the first line named ``name`` (any case, compact form allowed), or None."""
-        key = _lookup_key(name)
-        for f in self.fields:
-            if f[_KEY] == key and f[_VALUE] is not None:
-                return f[_VALUE]
-        return None
+        f = self.first_fields().get(_lookup_key(name))
+        return None if f is None else f[_VALUE]
 
     def header_all(self, name: str) -> list[str]:
         """Values of every line named ``name``, in order."""
@@ -193,21 +212,17 @@ class Message:
         return [f[_VALUE] for f in self.fields if f[_KEY] == key and f[_VALUE] is not None]
 
     def has_header(self, name: str) -> bool:
-        key = _lookup_key(name)
-        for f in self.fields:
-            if f[_KEY] == key and f[_VALUE] is not None:
-                return True
-        return False
+        return _lookup_key(name) in self.first_fields()
 
     def header_names(self) -> list[str]:
         """Header names as written, one per line, in order."""
         return [f[_NAME] for f in self.fields if f[_VALUE] is not None]
 
     def _required(self, key: str, what: str) -> str:
-        for f in self.fields:
-            if f[_KEY] == key and f[_VALUE] is not None:
-                return f[_VALUE]
-        raise SipParseError(f"Missing {what}", 400)
+        f = self.first_fields().get(key)
+        if f is None:
+            raise SipParseError(f"Missing {what}", 400)
+        return f[_VALUE]
 
     @property
     def vias(self) -> list[Via]:
@@ -227,13 +242,10 @@ class Message:
         memo = self._memo
         top = memo.get("top_via")
         if top is None:
-            for f in self.fields:
-                if f[_KEY] == "via" and f[_VALUE] is not None:
-                    top = parse_via(f[_VALUE])[0]
-                    break
-            else:
+            f = self.first_fields().get("via")
+            if f is None:
                 return None
-            memo["top_via"] = top
+            top = memo["top_via"] = parse_via(f[_VALUE])[0]
         return top
 
     @property
@@ -265,11 +277,8 @@ class Message:
         memo = self._memo
         if key in memo:
             return memo[key]
-        value = None
-        for f in self.fields:
-            if f[_KEY] == key and f[_VALUE] is not None:
-                value = parse_uint(f[_VALUE], what, maximum)
-                break
+        f = self.first_fields().get(key)
+        value = None if f is None else parse_uint(f[_VALUE], what, maximum)
         memo[key] = value
         return value
 
@@ -323,6 +332,7 @@ class Message:
 
     def _forget(self, key: str) -> None:
         self._edited = True
+        self._first = None
         memo = self._memo
         if memo:
             memo.pop(key, None)
@@ -451,6 +461,7 @@ class Message:
         """Replace the body; Content-Length (and Content-Type when given) follow."""
         self.body = body
         self._edited = True
+        self._first = None
         self.set_header("Content-Length", str(len(body)))
         if content_type is not None:
             self.set_header("Content-Type", content_type)
@@ -463,6 +474,7 @@ class Message:
         new = cls.__new__(cls)
         _copier(cls)(self, new)
         new.fields = [f[:] for f in self.fields]
+        new._first = None  # the copy's own field lists
         new._memo = dict(self._memo) if self._memo else {}
         return new
 
@@ -659,23 +671,18 @@ def parse_message(
     del lines[-1]  # head ends with its last line terminator
     if len(lines) > MAX_HEADER_FIELDS + 1:
         raise SipParseError("Too Many Headers", 513, f"{len(lines) - 1} header lines")
+    first = None
     if "\n " in head or "\n\t" in head:
         fields = _scan_folded(lines)
     else:
-        # The common case, as one comprehension (measurably cheaper than a loop here):
-        # no continuation lines; names as usually written are in the cache.
-        get_key = _KEY_CACHE.get
-        try:
-            fields = [[get_key(name) or _new_key(name, colon), name, value.strip(" \t\r"), line, None]
-                      for line in lines[1:] for name, colon, value in (line.partition(":"),)]
-        except _Irregular:
-            fields = _scan_folded(lines)
+        fields, first = _scan_plain(lines)
 
     msg.fields = fields
     msg._start_line = lines[0]
     msg._sl_text = None
     msg._memo = {}
     msg._edited = False
+    msg._first = first
     msg.source = None
     head_bytes = head_end - start
     msg._head_bytes = head_bytes
@@ -683,12 +690,12 @@ def parse_message(
 
     # §18.3 / §20.14: the body is Content-Length bytes long. Two Content-Length lines
     # that disagree leave the length unknown: an invalid value (RFC 4475 §3.3.9 mcl01).
-    cl_text = None
-    for f in fields:
-        if f[_KEY] == "content-length":
-            if cl_text is None:
-                cl_text = f[_VALUE]
-            elif f[_VALUE].lstrip("0") != cl_text.lstrip("0"):
+    first = msg.first_fields()
+    f = first.get("content-length")
+    cl_text = None if f is None else f[_VALUE]
+    if cl_text is not None and len(first) != len(fields):
+        for f in fields:
+            if f[_KEY] == "content-length" and f[_VALUE].lstrip("0") != cl_text.lstrip("0"):
                 raise SipParseError("Bad Content-Length", 400, "conflicting Content-Length values")
     cl = None if cl_text is None else parse_uint(cl_text, "Content-Length")
     msg._memo["content-length"] = cl
@@ -705,6 +712,32 @@ def parse_message(
     msg.body = data[body_start:end]
     msg.raw = data if (start == 0 and end == n) else data[start:end]
     return msg
+
+
+def _scan_plain(lines: list[str]) -> tuple[list[list[Any]], dict[str, list[Any]] | None]:
+    """The header scan for a message without continuation lines (nearly all of them):
+    the fields and the first-field index, built by ``map``/``zip`` over the lines so no
+    Python code runs per header line (this runs for every line of every message). A
+    name the key cache does not know, or a line without a colon, goes to the
+    line-by-line scan, which knows every rule and error."""
+    n = len(lines) - 1
+    if n <= 0:
+        return [], {}
+    body_lines = lines[1:]
+    names, colons, values = zip(*map(str.partition, body_lines, repeat(":", n)))
+    keys = list(map(_KEY_CACHE.get, names))
+    if None in keys or "" in colons:
+        get_key = _KEY_CACHE.get
+        try:
+            fields = [[get_key(name) or _new_key(name, colon), name, value.strip(" \t\r"), line, None]
+                      for line in body_lines for name, colon, value in (line.partition(":"),)]
+        except _Irregular:
+            fields = _scan_folded(lines)
+        return fields, None
+    fields = list(map(list, zip(keys, names, map(str.strip, values, repeat(" \t\r", n)),
+                                body_lines, repeat(None, n))))
+    keys.reverse()
+    return fields, dict(zip(keys, reversed(fields)))
 
 
 class _Irregular(Exception):
