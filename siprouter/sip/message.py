@@ -201,6 +201,16 @@ class Message:
             return False
         return len(first) != sum(1 for f in fields if f[_VALUE] is not None)
 
+    def _lines_of(self, key: str) -> Any:
+        """The live fields of ``key``, in order (no scan when no name repeats)."""
+        first = self.first_fields()
+        f = first.get(key)
+        if f is None:
+            return ()
+        if len(first) == len(self.fields):
+            return (f,)
+        return [g for g in self.fields if g[_KEY] == key and g[_VALUE] is not None]
+
     def header(self, name: str) -> str | None:
         """Value of the first line named ``name`` (any case, compact form allowed), or None."""
         f = self.first_fields().get(_lookup_key(name))
@@ -208,8 +218,7 @@ class Message:
 
     def header_all(self, name: str) -> list[str]:
         """Values of every line named ``name``, in order."""
-        key = _lookup_key(name)
-        return [f[_VALUE] for f in self.fields if f[_KEY] == key and f[_VALUE] is not None]
+        return [f[_VALUE] for f in self._lines_of(_lookup_key(name))]
 
     def has_header(self, name: str) -> bool:
         return _lookup_key(name) in self.first_fields()
@@ -231,9 +240,8 @@ class Message:
         vias = memo.get("via")
         if vias is None:
             vias = []
-            for f in self.fields:
-                if f[_KEY] == "via" and f[_VALUE] is not None:
-                    vias.extend(parse_via(f[_VALUE]))
+            for f in self._lines_of("via"):
+                vias.extend(parse_via(f[_VALUE]))
             memo["via"] = vias
         return vias
 
@@ -304,9 +312,8 @@ class Message:
         v = self._memo.get("contact")
         if v is None:
             v = []
-            for f in self.fields:
-                if f[_KEY] == "contact" and f[_VALUE] is not None:
-                    v.extend(parse_contact_list(f[_VALUE]))
+            for f in self._lines_of("contact"):
+                v.extend(parse_contact_list(f[_VALUE]))
             self._memo["contact"] = v
         return v
 
@@ -314,9 +321,8 @@ class Message:
         v = self._memo.get(key)
         if v is None:
             v = []
-            for f in self.fields:
-                if f[_KEY] == key and f[_VALUE] is not None:
-                    v.extend(parse_name_addr_list(f[_VALUE], f[_NAME]))
+            for f in self._lines_of(key):
+                v.extend(parse_name_addr_list(f[_VALUE], f[_NAME]))
             self._memo[key] = v
         return v
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from siprouter.sip.headers import parse_via
 from siprouter.sip.message import parse_message
 
 RAW = (
@@ -89,6 +90,11 @@ def test_index_follows_every_edit_and_copy(edit_ids, copy_after):
         assert indexed(msg) == scanned(msg)
         for key, value in scanned(msg).items():
             assert msg.header(key) == value
+            assert msg.header_all(key) == [f[2] for f in msg.fields
+                                           if f[0] == key and f[2] is not None]
+        assert [str(v.host) for v in msg.vias] == [
+            v.host for f in msg.fields if f[0] == "via" and f[2] is not None
+            for v in parse_via(f[2])]
     if before_copy is not None:
         # The message copied from is untouched by the copy's edits, index included.
         assert scanned(source) == before_copy
