@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from siprouter.sip.errors import LocalProtocolError, SipParseError
@@ -134,9 +135,24 @@ _KEY_CACHE_LIMIT += len(_KEY_CACHE)
 #        once the line is removed
 # line:  the received line(s) exactly, without the final "\n" (continuation lines
 #        included); None for a line added by an edit
-# text:  None for an unedited received line, else what is emitted in its place
-#        (without the final "\n"; "" for a removed line)
+# text:  what is emitted for this field, without the final "\n": the received line
+#        itself until the field is edited, "" once it is removed
 _KEY, _NAME, _VALUE, _LINE, _TEXT = range(5)
+_RESCAN = object()  # Message._forget: find the first line of the key again
+_key_of, _value_of, _text_of = itemgetter(_KEY), itemgetter(_VALUE), itemgetter(_TEXT)
+
+
+def _first_index(fields: list[list[Any]]) -> dict[str, list[Any]]:
+    """key -> first live field of that key (see ``Message.first_fields``)."""
+    if None not in map(_value_of, fields):
+        keys = list(map(_key_of, fields))
+        keys.reverse()
+        return dict(zip(keys, reversed(fields), strict=True))  # the first of each key is written last
+    first = {}
+    for f in reversed(fields):
+        if f[_VALUE] is not None:
+            first[f[_KEY]] = f
+    return first
 
 
 _COPIERS: dict[type, Any] = {}
@@ -186,11 +202,7 @@ class Message:
         lookup is one dict access instead of a scan of every line. Read only."""
         first = self._first
         if first is None:
-            first = {}
-            for f in reversed(self.fields):
-                if f[_VALUE] is not None:
-                    first[f[_KEY]] = f
-            self._first = first
+            first = self._first = _first_index(self.fields)
         return first
 
     def has_repeated_keys(self) -> bool:
@@ -336,9 +348,20 @@ class Message:
 
     # -- edits ---------------------------------------------------------------------------
 
-    def _forget(self, key: str) -> None:
+    def _forget(self, key: str, first_field: Any = _RESCAN) -> None:
+        """After an edit of the lines named ``key``: what was read from them is stale, and
+        the first-line index gets ``first_field`` for ``key`` (None: no line left;
+        ``_RESCAN``: find it)."""
         self._edited = True
-        self._first = None
+        first = self._first
+        if first is not None:
+            if first_field is _RESCAN:
+                first_field = next((f for f in self.fields
+                                    if f[_KEY] == key and f[_VALUE] is not None), None)
+            if first_field is None:
+                first.pop(key, None)
+            else:
+                first[key] = first_field
         memo = self._memo
         if memo:
             memo.pop(key, None)
@@ -359,26 +382,20 @@ class Message:
     def add_header(self, name: str, value: str) -> None:
         """Append a header line at the end of the header section."""
         f = self._new_field(name, value)
+        key = f[_KEY]
+        before = self.first_fields().get(key)
         self.fields.append(f)
-        self._forget(f[_KEY])
+        self._forget(key, before or f)
 
     def prepend_header(self, name: str, value: str) -> None:
         """Insert a header line before the first header line."""
         f = self._new_field(name, value)
         self.fields.insert(0, f)
-        self._forget(f[_KEY])
+        self._forget(f[_KEY], f)
 
     def insert_via(self, value: str) -> None:
         """Insert a Via value above the topmost one (RFC 3261 §16.6 step 8)."""
-        f = self._new_field("Via", value)
-        fields = self.fields
-        for i, g in enumerate(fields):
-            if g[_KEY] == "via":
-                fields.insert(i, f)
-                break
-        else:
-            fields.insert(0, f)
-        self._forget("via")
+        self.insert_header_first("Via", value)
 
     def insert_header_first(self, name: str, value: str) -> None:
         """Insert a line above the first line of the same name, or above every header line
@@ -386,13 +403,11 @@ class Message:
         f = self._new_field(name, value)
         fields = self.fields
         key = f[_KEY]
-        for i, g in enumerate(fields):
-            if g[_KEY] == key:
-                fields.insert(i, f)
-                break
-        else:
-            fields.insert(0, f)
-        self._forget(key)
+        top = self.first_fields().get(key)
+        # list.index compares by value: no live line of ``key`` equal to ``top`` can
+        # come before it, and a removed one differs in its value (None).
+        fields.insert(0 if top is None else fields.index(top), f)
+        self._forget(key, f)
 
     def _kill(self, f: list[Any]) -> None:
         f[_VALUE] = None
@@ -401,49 +416,45 @@ class Message:
     def remove_header(self, name: str) -> int:
         """Remove every line named ``name``; return how many were removed."""
         key = _lookup_key(name)
-        n = 0
-        for f in self.fields:
-            if f[_KEY] == key and f[_VALUE] is not None:
-                self._kill(f)
-                n += 1
-        if n:
-            self._forget(key)
-        return n
+        lines = self._lines_of(key)
+        for f in lines:
+            self._kill(f)
+        if lines:
+            self._forget(key, None)
+        return len(lines)
 
     def set_header(self, name: str, value: str) -> None:
         """Make ``value`` the only line named ``name`` (replacing the first, removing the rest)."""
         key = _lookup_key(name)
-        first = None
-        for f in self.fields:
-            if f[_KEY] == key and f[_VALUE] is not None:
-                if first is None:
-                    first = f
-                else:
-                    self._kill(f)
-        if first is None:
+        lines = self._lines_of(key)
+        if not lines:
             self.add_header(name, value)
             return
+        first = lines[0]
+        for f in lines[1:]:
+            self._kill(f)
         value = value.strip()
         first[_VALUE] = value
         first[_TEXT] = self._line(first[_NAME], value)
-        self._forget(key)
+        self._forget(key, first)
 
     def remove_first_value(self, name: str) -> str | None:
         """Remove the first value of a list header (a whole line, or the first of several
         comma-separated values on it). Returns the removed value, or None if there was none."""
         key = _lookup_key(name)
-        for f in self.fields:
-            if f[_KEY] == key and f[_VALUE] is not None:
-                values = split_values(f[_VALUE]) if "," in f[_VALUE] else [f[_VALUE]]
-                if len(values) <= 1:
-                    self._kill(f)
-                else:
-                    rest = ", ".join(values[1:])
-                    f[_VALUE] = rest
-                    f[_TEXT] = self._line(f[_NAME], rest)
-                self._forget(key)
-                return values[0] if values else ""
-        return None
+        f = self.first_fields().get(key)
+        if f is None:
+            return None
+        values = split_values(f[_VALUE]) if "," in f[_VALUE] else [f[_VALUE]]
+        if len(values) <= 1:
+            self._kill(f)
+            self._forget(key)  # the next line of that name, if any, is first now
+        else:
+            rest = ", ".join(values[1:])
+            f[_VALUE] = rest
+            f[_TEXT] = self._line(f[_NAME], rest)
+            self._forget(key, f)
+        return values[0] if values else ""
 
     def remove_top_via(self) -> str | None:
         """Remove the topmost Via value (RFC 3261 §16.7 step 3)."""
@@ -451,23 +462,21 @@ class Message:
 
     def replace_top_via(self, value: str) -> None:
         """Replace the topmost Via value (for received/rport, RFC 3261 §18.2.1, RFC 3581 §4)."""
-        for f in self.fields:
-            if f[_KEY] == "via" and f[_VALUE] is not None:
-                if "," in f[_VALUE]:
-                    values = split_values(f[_VALUE])
-                    values[0] = value
-                    value = ", ".join(values)
-                f[_VALUE] = value
-                f[_TEXT] = self._line(f[_NAME], value)
-                self._forget("via")
-                return
-        raise LocalProtocolError("message has no Via to replace")
+        f = self.first_fields().get("via")
+        if f is None:
+            raise LocalProtocolError("message has no Via to replace")
+        if "," in f[_VALUE]:
+            values = split_values(f[_VALUE])
+            values[0] = value
+            value = ", ".join(values)
+        f[_VALUE] = value
+        f[_TEXT] = self._line(f[_NAME], value)
+        self._forget("via", f)
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         """Replace the body; Content-Length (and Content-Type when given) follow."""
         self.body = body
         self._edited = True
-        self._first = None
         self.set_header("Content-Length", str(len(body)))
         if content_type is not None:
             self.set_header("Content-Type", content_type)
@@ -479,8 +488,8 @@ class Message:
         cls = type(self)
         new = cls.__new__(cls)
         _copier(cls)(self, new)
-        new.fields = [f[:] for f in self.fields]
-        new._first = None  # the copy's own field lists
+        new.fields = fields = [f[:] for f in self.fields]
+        new._first = _first_index(fields)  # the copy's own field lists
         new._memo = dict(self._memo) if self._memo else {}
         return new
 
@@ -495,8 +504,7 @@ class Message:
         if not self._edited:
             return self.raw
         lines = [self._sl_text if self._sl_text is not None else self._start_line]
-        lines += [f[_LINE] if f[_TEXT] is None else f[_TEXT]
-                  for f in self.fields if f[_VALUE] is not None]
+        lines += filter(None, map(_text_of, self.fields))  # removed lines are ""
         lines.append("")
         out = "\n".join(lines).encode("utf-8", "surrogateescape")
         # The empty line as received (a datagram whose header section was never closed
@@ -699,7 +707,8 @@ def parse_message(
     first = msg.first_fields()
     f = first.get("content-length")
     cl_text = None if f is None else f[_VALUE]
-    if cl_text is not None and len(first) != len(fields):
+    if cl_text is not None and len(first) != len(fields) \
+            and list(map(_key_of, fields)).count("content-length") > 1:
         for f in fields:
             if f[_KEY] == "content-length" and f[_VALUE].lstrip("0") != cl_text.lstrip("0"):
                 raise SipParseError("Bad Content-Length", 400, "conflicting Content-Length values")
@@ -730,20 +739,20 @@ def _scan_plain(lines: list[str]) -> tuple[list[list[Any]], dict[str, list[Any]]
     if n <= 0:
         return [], {}
     body_lines = lines[1:]
-    names, colons, values = zip(*map(str.partition, body_lines, repeat(":", n)))
+    names, colons, values = zip(*map(str.partition, body_lines, repeat(":", n)), strict=True)
     keys = list(map(_KEY_CACHE.get, names))
     if None in keys or "" in colons:
         get_key = _KEY_CACHE.get
         try:
-            fields = [[get_key(name) or _new_key(name, colon), name, value.strip(" \t\r"), line, None]
+            fields = [[get_key(name) or _new_key(name, colon), name, value.strip(" \t\r"), line, line]
                       for line in body_lines for name, colon, value in (line.partition(":"),)]
         except _Irregular:
             fields = _scan_folded(lines)
         return fields, None
     fields = list(map(list, zip(keys, names, map(str.strip, values, repeat(" \t\r", n)),
-                                body_lines, repeat(None, n))))
+                                body_lines, body_lines, strict=True)))
     keys.reverse()
-    return fields, dict(zip(keys, reversed(fields)))
+    return fields, dict(zip(keys, reversed(fields), strict=True))
 
 
 class _Irregular(Exception):
@@ -778,6 +787,8 @@ def _scan_folded(lines: list[str]) -> list[list[Any]]:
             raise SipParseError("Bad Header", 400, f"no colon in {line[:40]!r}")
         name = name.rstrip(" \t")
         fields.append([_key(name), name, value.strip(" \t\r"), line, None])
+    for f in fields:
+        f[_TEXT] = f[_LINE]
     return fields
 
 
