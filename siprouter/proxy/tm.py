@@ -51,7 +51,6 @@ import functools
 import heapq
 import logging
 import os
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -94,17 +93,21 @@ _PREFERRED_4XX = (401, 407, 415, 420, 484)
 MAX_BRANCHES = 12
 
 
-_ref = weakref.ref
-
 
 class TimerQueue:
     """Deadlines of many objects in one heap, with one event-loop timer for the earliest.
 
-    An object has a ``_due`` slot and an ``on_timer(now)`` method, and is kept alive by
-    its owner while its timer runs (the heap holds only weak references).
-    ``schedule(obj, t)`` (re)sets its deadline; an entry whose deadline no longer equals
+    An object has a ``_due`` slot and an ``on_timer(now)`` method. ``schedule(obj, t)``
+    (re)sets its deadline, ``schedule(obj, None)`` cancels it: the queue holds the object
+    from one to the other, and not after (a finished transaction whose Timer C entry is
+    still in the heap is not kept alive by it). An entry whose deadline no longer equals
     ``obj._due`` is stale and skipped when it comes up (no removal from the middle of the
     heap).
+
+    Heap entries are ``(deadline, seq, id(obj))``, numbers only, and the objects sit in
+    one dict by id: tuples of numbers are not tracked by the cyclic garbage collector, so
+    tens of thousands of queued deadlines (every UDP transaction waits out Timer J or K)
+    add nothing to what each full collection walks (docs/performance.md).
 
     The loop timer wakes the process at most once per ``TICK`` (timers fire up to one
     tick late, far inside what §17 allows): at hundreds of calls per second every
@@ -112,13 +115,15 @@ class TimerQueue:
     the SIP work of a message. Kamailio's timer process ticks the same way.
     """
 
-    __slots__ = ("_heap", "_seq", "_handle", "_armed", "_loop", "_last_fire")
+    __slots__ = ("_heap", "_queued", "_seq", "_handle", "_armed", "_loop", "_last_fire")
 
     #: Seconds between two wake-ups at most.
     TICK = 0.05
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self._heap: list[tuple[float, int, Any]] = []
+        self._heap: list[tuple[float, int, int]] = []
+        #: id(obj) -> obj, for every object with a deadline.
+        self._queued: dict[int, Any] = {}
         self._seq = 0
         self._handle: asyncio.TimerHandle | None = None
         self._armed: float | None = None
@@ -136,11 +141,12 @@ class TimerQueue:
             return
         obj._due = deadline
         if deadline is None:
+            self._queued.pop(id(obj), None)
             return
         self._seq += 1
-        # A weak reference: an entry left behind by a rescheduled or finished transaction
-        # (Timer C runs for minutes) must not keep it in memory.
-        heapq.heappush(self._heap, (deadline, self._seq, _ref(obj)))
+        key = id(obj)
+        self._queued[key] = obj
+        heapq.heappush(self._heap, (deadline, self._seq, key))
         armed = self._armed
         if armed is None or deadline < armed - self.TICK:
             self._arm(max(deadline, self._last_fire + self.TICK))
@@ -172,11 +178,13 @@ class TimerQueue:
     def run_due(self, now: float) -> None:
         """Call ``on_timer`` of every object whose deadline is ``now`` or earlier."""
         heap = self._heap
+        queued = self._queued
         while heap and heap[0][0] <= now:
-            deadline, _, ref = heapq.heappop(heap)
-            obj = ref()
+            deadline, _, key = heapq.heappop(heap)
+            obj = queued.get(key)
             if obj is None or obj._due != deadline:
                 continue
+            del queued[key]
             obj._due = None
             try:
                 obj.on_timer(now)
