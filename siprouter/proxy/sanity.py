@@ -71,22 +71,22 @@ def check_request(req: Request, *, role: str = "proxy",
     """
     # Mandatory headers (§8.1.1), each exactly once where the grammar allows one value
     # (§7.3.1; RFC 4475 §3.3.8 multi01: two Call-IDs, CSeqs ... are a 400).
-    first = req.first_fields()  # key -> first line of that name
-    if req.has_repeated_keys():
-        seen: set[str] = set()
-        for f in req.fields:
-            key = f[0]
-            if key in _SINGLE and f[2] is not None:
-                if key in seen:
-                    raise RemoteProtocolError(f"Duplicate {_SINGLE[key]}", 400)
-                seen.add(key)
+    seen: set[str] = set()
+    proxy_require = False
+    for f in req.fields:
+        key = f[0]
+        if key in _SINGLE and f[2] is not None:
+            if key in seen:
+                raise RemoteProtocolError(f"Duplicate {_SINGLE[key]}", 400)
+            seen.add(key)
+        elif key == "proxy-require":
+            proxy_require = True
     if req.top_via is None:
         # No Via: a response could not be routed back (§18.2.2); dropped, as Kamailio does.
         raise RemoteProtocolError("Missing Via", None)
     for key in _MANDATORY:
-        if key not in first:
+        if key not in seen:
             raise RemoteProtocolError(f"Missing {_SINGLE[key]}", 400)
-    proxy_require = "proxy-require" in first
     if role != "proxy":
         # An element that answers the request itself needs From and To well formed. A
         # proxy forwards them untouched (and parses them only when the script reads them).

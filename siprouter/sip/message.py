@@ -27,8 +27,6 @@ byte for byte as they came. An untouched message serializes to the received byte
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import repeat
-from operator import itemgetter
 from typing import Any
 
 from siprouter.sip.errors import LocalProtocolError, SipParseError
@@ -135,24 +133,9 @@ _KEY_CACHE_LIMIT += len(_KEY_CACHE)
 #        once the line is removed
 # line:  the received line(s) exactly, without the final "\n" (continuation lines
 #        included); None for a line added by an edit
-# text:  what is emitted for this field, without the final "\n": the received line
-#        itself until the field is edited, "" once it is removed
+# text:  None for an unedited received line, else what is emitted in its place
+#        (without the final "\n"; "" for a removed line)
 _KEY, _NAME, _VALUE, _LINE, _TEXT = range(5)
-_RESCAN = object()  # Message._forget: find the first line of the key again
-_key_of, _value_of, _text_of = itemgetter(_KEY), itemgetter(_VALUE), itemgetter(_TEXT)
-
-
-def _first_index(fields: list[list[Any]]) -> dict[str, list[Any]]:
-    """key -> first live field of that key (see ``Message.first_fields``)."""
-    if None not in map(_value_of, fields):
-        keys = list(map(_key_of, fields))
-        keys.reverse()
-        return dict(zip(keys, reversed(fields), strict=True))  # the first of each key is written last
-    first = {}
-    for f in reversed(fields):
-        if f[_VALUE] is not None:
-            first[f[_KEY]] = f
-    return first
 
 
 _COPIERS: dict[type, Any] = {}
@@ -187,7 +170,7 @@ class Message:
     """
 
     __slots__ = ("raw", "body", "fields", "source", "_start_line", "_head_bytes",
-                 "_body_off", "_memo", "_edited", "_sl_text", "_first", "__weakref__")
+                 "_body_off", "_memo", "_edited", "_sl_text", "__weakref__")
 
     raw: bytes
     body: bytes
@@ -196,54 +179,35 @@ class Message:
 
     # -- reading -------------------------------------------------------------------------
 
-    def first_fields(self) -> dict[str, list[Any]]:
-        """Canonical key -> the first live field of that key. Built once per message
-        (by ``parse_message`` for a received one) and again after an edit, so a header
-        lookup is one dict access instead of a scan of every line. Read only."""
-        first = self._first
-        if first is None:
-            first = self._first = _first_index(self.fields)
-        return first
-
-    def has_repeated_keys(self) -> bool:
-        """True when some header name has more than one live line (e.g. two Vias)."""
-        first = self.first_fields()
-        fields = self.fields
-        if len(first) == len(fields):
-            return False
-        return len(first) != sum(1 for f in fields if f[_VALUE] is not None)
-
-    def _lines_of(self, key: str) -> Any:
-        """The live fields of ``key``, in order (no scan when no name repeats)."""
-        first = self.first_fields()
-        f = first.get(key)
-        if f is None:
-            return ()
-        if len(first) == len(self.fields):
-            return (f,)
-        return [g for g in self.fields if g[_KEY] == key and g[_VALUE] is not None]
-
     def header(self, name: str) -> str | None:
         """Value of the first line named ``name`` (any case, compact form allowed), or None."""
-        f = self.first_fields().get(_lookup_key(name))
-        return None if f is None else f[_VALUE]
+        key = _lookup_key(name)
+        for f in self.fields:
+            if f[_KEY] == key and f[_VALUE] is not None:
+                return f[_VALUE]
+        return None
 
     def header_all(self, name: str) -> list[str]:
         """Values of every line named ``name``, in order."""
-        return [f[_VALUE] for f in self._lines_of(_lookup_key(name))]
+        key = _lookup_key(name)
+        return [f[_VALUE] for f in self.fields if f[_KEY] == key and f[_VALUE] is not None]
 
     def has_header(self, name: str) -> bool:
-        return _lookup_key(name) in self.first_fields()
+        key = _lookup_key(name)
+        for f in self.fields:
+            if f[_KEY] == key and f[_VALUE] is not None:
+                return True
+        return False
 
     def header_names(self) -> list[str]:
         """Header names as written, one per line, in order."""
         return [f[_NAME] for f in self.fields if f[_VALUE] is not None]
 
     def _required(self, key: str, what: str) -> str:
-        f = self.first_fields().get(key)
-        if f is None:
-            raise SipParseError(f"Missing {what}", 400)
-        return f[_VALUE]
+        for f in self.fields:
+            if f[_KEY] == key and f[_VALUE] is not None:
+                return f[_VALUE]
+        raise SipParseError(f"Missing {what}", 400)
 
     @property
     def vias(self) -> list[Via]:
@@ -252,8 +216,9 @@ class Message:
         vias = memo.get("via")
         if vias is None:
             vias = []
-            for f in self._lines_of("via"):
-                vias.extend(parse_via(f[_VALUE]))
+            for f in self.fields:
+                if f[_KEY] == "via" and f[_VALUE] is not None:
+                    vias.extend(parse_via(f[_VALUE]))
             memo["via"] = vias
         return vias
 
@@ -262,10 +227,13 @@ class Message:
         memo = self._memo
         top = memo.get("top_via")
         if top is None:
-            f = self.first_fields().get("via")
-            if f is None:
+            for f in self.fields:
+                if f[_KEY] == "via" and f[_VALUE] is not None:
+                    top = parse_via(f[_VALUE])[0]
+                    break
+            else:
                 return None
-            top = memo["top_via"] = parse_via(f[_VALUE])[0]
+            memo["top_via"] = top
         return top
 
     @property
@@ -297,8 +265,11 @@ class Message:
         memo = self._memo
         if key in memo:
             return memo[key]
-        f = self.first_fields().get(key)
-        value = None if f is None else parse_uint(f[_VALUE], what, maximum)
+        value = None
+        for f in self.fields:
+            if f[_KEY] == key and f[_VALUE] is not None:
+                value = parse_uint(f[_VALUE], what, maximum)
+                break
         memo[key] = value
         return value
 
@@ -324,8 +295,9 @@ class Message:
         v = self._memo.get("contact")
         if v is None:
             v = []
-            for f in self._lines_of("contact"):
-                v.extend(parse_contact_list(f[_VALUE]))
+            for f in self.fields:
+                if f[_KEY] == "contact" and f[_VALUE] is not None:
+                    v.extend(parse_contact_list(f[_VALUE]))
             self._memo["contact"] = v
         return v
 
@@ -333,8 +305,9 @@ class Message:
         v = self._memo.get(key)
         if v is None:
             v = []
-            for f in self._lines_of(key):
-                v.extend(parse_name_addr_list(f[_VALUE], f[_NAME]))
+            for f in self.fields:
+                if f[_KEY] == key and f[_VALUE] is not None:
+                    v.extend(parse_name_addr_list(f[_VALUE], f[_NAME]))
             self._memo[key] = v
         return v
 
@@ -348,20 +321,8 @@ class Message:
 
     # -- edits ---------------------------------------------------------------------------
 
-    def _forget(self, key: str, first_field: Any = _RESCAN) -> None:
-        """After an edit of the lines named ``key``: what was read from them is stale, and
-        the first-line index gets ``first_field`` for ``key`` (None: no line left;
-        ``_RESCAN``: find it)."""
+    def _forget(self, key: str) -> None:
         self._edited = True
-        first = self._first
-        if first is not None:
-            if first_field is _RESCAN:
-                first_field = next((f for f in self.fields
-                                    if f[_KEY] == key and f[_VALUE] is not None), None)
-            if first_field is None:
-                first.pop(key, None)
-            else:
-                first[key] = first_field
         memo = self._memo
         if memo:
             memo.pop(key, None)
@@ -382,20 +343,26 @@ class Message:
     def add_header(self, name: str, value: str) -> None:
         """Append a header line at the end of the header section."""
         f = self._new_field(name, value)
-        key = f[_KEY]
-        before = self.first_fields().get(key)
         self.fields.append(f)
-        self._forget(key, before or f)
+        self._forget(f[_KEY])
 
     def prepend_header(self, name: str, value: str) -> None:
         """Insert a header line before the first header line."""
         f = self._new_field(name, value)
         self.fields.insert(0, f)
-        self._forget(f[_KEY], f)
+        self._forget(f[_KEY])
 
     def insert_via(self, value: str) -> None:
         """Insert a Via value above the topmost one (RFC 3261 §16.6 step 8)."""
-        self.insert_header_first("Via", value)
+        f = self._new_field("Via", value)
+        fields = self.fields
+        for i, g in enumerate(fields):
+            if g[_KEY] == "via":
+                fields.insert(i, f)
+                break
+        else:
+            fields.insert(0, f)
+        self._forget("via")
 
     def insert_header_first(self, name: str, value: str) -> None:
         """Insert a line above the first line of the same name, or above every header line
@@ -403,11 +370,13 @@ class Message:
         f = self._new_field(name, value)
         fields = self.fields
         key = f[_KEY]
-        top = self.first_fields().get(key)
-        # list.index compares by value: no live line of ``key`` equal to ``top`` can
-        # come before it, and a removed one differs in its value (None).
-        fields.insert(0 if top is None else fields.index(top), f)
-        self._forget(key, f)
+        for i, g in enumerate(fields):
+            if g[_KEY] == key:
+                fields.insert(i, f)
+                break
+        else:
+            fields.insert(0, f)
+        self._forget(key)
 
     def _kill(self, f: list[Any]) -> None:
         f[_VALUE] = None
@@ -416,45 +385,49 @@ class Message:
     def remove_header(self, name: str) -> int:
         """Remove every line named ``name``; return how many were removed."""
         key = _lookup_key(name)
-        lines = self._lines_of(key)
-        for f in lines:
-            self._kill(f)
-        if lines:
-            self._forget(key, None)
-        return len(lines)
+        n = 0
+        for f in self.fields:
+            if f[_KEY] == key and f[_VALUE] is not None:
+                self._kill(f)
+                n += 1
+        if n:
+            self._forget(key)
+        return n
 
     def set_header(self, name: str, value: str) -> None:
         """Make ``value`` the only line named ``name`` (replacing the first, removing the rest)."""
         key = _lookup_key(name)
-        lines = self._lines_of(key)
-        if not lines:
+        first = None
+        for f in self.fields:
+            if f[_KEY] == key and f[_VALUE] is not None:
+                if first is None:
+                    first = f
+                else:
+                    self._kill(f)
+        if first is None:
             self.add_header(name, value)
             return
-        first = lines[0]
-        for f in lines[1:]:
-            self._kill(f)
         value = value.strip()
         first[_VALUE] = value
         first[_TEXT] = self._line(first[_NAME], value)
-        self._forget(key, first)
+        self._forget(key)
 
     def remove_first_value(self, name: str) -> str | None:
         """Remove the first value of a list header (a whole line, or the first of several
         comma-separated values on it). Returns the removed value, or None if there was none."""
         key = _lookup_key(name)
-        f = self.first_fields().get(key)
-        if f is None:
-            return None
-        values = split_values(f[_VALUE]) if "," in f[_VALUE] else [f[_VALUE]]
-        if len(values) <= 1:
-            self._kill(f)
-            self._forget(key)  # the next line of that name, if any, is first now
-        else:
-            rest = ", ".join(values[1:])
-            f[_VALUE] = rest
-            f[_TEXT] = self._line(f[_NAME], rest)
-            self._forget(key, f)
-        return values[0] if values else ""
+        for f in self.fields:
+            if f[_KEY] == key and f[_VALUE] is not None:
+                values = split_values(f[_VALUE]) if "," in f[_VALUE] else [f[_VALUE]]
+                if len(values) <= 1:
+                    self._kill(f)
+                else:
+                    rest = ", ".join(values[1:])
+                    f[_VALUE] = rest
+                    f[_TEXT] = self._line(f[_NAME], rest)
+                self._forget(key)
+                return values[0] if values else ""
+        return None
 
     def remove_top_via(self) -> str | None:
         """Remove the topmost Via value (RFC 3261 §16.7 step 3)."""
@@ -462,16 +435,17 @@ class Message:
 
     def replace_top_via(self, value: str) -> None:
         """Replace the topmost Via value (for received/rport, RFC 3261 §18.2.1, RFC 3581 §4)."""
-        f = self.first_fields().get("via")
-        if f is None:
-            raise LocalProtocolError("message has no Via to replace")
-        if "," in f[_VALUE]:
-            values = split_values(f[_VALUE])
-            values[0] = value
-            value = ", ".join(values)
-        f[_VALUE] = value
-        f[_TEXT] = self._line(f[_NAME], value)
-        self._forget("via", f)
+        for f in self.fields:
+            if f[_KEY] == "via" and f[_VALUE] is not None:
+                if "," in f[_VALUE]:
+                    values = split_values(f[_VALUE])
+                    values[0] = value
+                    value = ", ".join(values)
+                f[_VALUE] = value
+                f[_TEXT] = self._line(f[_NAME], value)
+                self._forget("via")
+                return
+        raise LocalProtocolError("message has no Via to replace")
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         """Replace the body; Content-Length (and Content-Type when given) follow."""
@@ -488,8 +462,7 @@ class Message:
         cls = type(self)
         new = cls.__new__(cls)
         _copier(cls)(self, new)
-        new.fields = fields = [f[:] for f in self.fields]
-        new._first = _first_index(fields)  # the copy's own field lists
+        new.fields = [f[:] for f in self.fields]
         new._memo = dict(self._memo) if self._memo else {}
         return new
 
@@ -504,7 +477,8 @@ class Message:
         if not self._edited:
             return self.raw
         lines = [self._sl_text if self._sl_text is not None else self._start_line]
-        lines += filter(None, map(_text_of, self.fields))  # removed lines are ""
+        lines += [f[_LINE] if f[_TEXT] is None else f[_TEXT]
+                  for f in self.fields if f[_VALUE] is not None]
         lines.append("")
         out = "\n".join(lines).encode("utf-8", "surrogateescape")
         # The empty line as received (a datagram whose header section was never closed
@@ -685,18 +659,23 @@ def parse_message(
     del lines[-1]  # head ends with its last line terminator
     if len(lines) > MAX_HEADER_FIELDS + 1:
         raise SipParseError("Too Many Headers", 513, f"{len(lines) - 1} header lines")
-    first = None
     if "\n " in head or "\n\t" in head:
         fields = _scan_folded(lines)
     else:
-        fields, first = _scan_plain(lines)
+        # The common case, as one comprehension (measurably cheaper than a loop here):
+        # no continuation lines; names as usually written are in the cache.
+        get_key = _KEY_CACHE.get
+        try:
+            fields = [[get_key(name) or _new_key(name, colon), name, value.strip(" \t\r"), line, None]
+                      for line in lines[1:] for name, colon, value in (line.partition(":"),)]
+        except _Irregular:
+            fields = _scan_folded(lines)
 
     msg.fields = fields
     msg._start_line = lines[0]
     msg._sl_text = None
     msg._memo = {}
     msg._edited = False
-    msg._first = first
     msg.source = None
     head_bytes = head_end - start
     msg._head_bytes = head_bytes
@@ -704,13 +683,12 @@ def parse_message(
 
     # §18.3 / §20.14: the body is Content-Length bytes long. Two Content-Length lines
     # that disagree leave the length unknown: an invalid value (RFC 4475 §3.3.9 mcl01).
-    first = msg.first_fields()
-    f = first.get("content-length")
-    cl_text = None if f is None else f[_VALUE]
-    if cl_text is not None and len(first) != len(fields) \
-            and list(map(_key_of, fields)).count("content-length") > 1:
-        for f in fields:
-            if f[_KEY] == "content-length" and f[_VALUE].lstrip("0") != cl_text.lstrip("0"):
+    cl_text = None
+    for f in fields:
+        if f[_KEY] == "content-length":
+            if cl_text is None:
+                cl_text = f[_VALUE]
+            elif f[_VALUE].lstrip("0") != cl_text.lstrip("0"):
                 raise SipParseError("Bad Content-Length", 400, "conflicting Content-Length values")
     cl = None if cl_text is None else parse_uint(cl_text, "Content-Length")
     msg._memo["content-length"] = cl
@@ -727,32 +705,6 @@ def parse_message(
     msg.body = data[body_start:end]
     msg.raw = data if (start == 0 and end == n) else data[start:end]
     return msg
-
-
-def _scan_plain(lines: list[str]) -> tuple[list[list[Any]], dict[str, list[Any]] | None]:
-    """The header scan for a message without continuation lines (nearly all of them):
-    the fields and the first-field index, built by ``map``/``zip`` over the lines so no
-    Python code runs per header line (this runs for every line of every message). A
-    name the key cache does not know, or a line without a colon, goes to the
-    line-by-line scan, which knows every rule and error."""
-    n = len(lines) - 1
-    if n <= 0:
-        return [], {}
-    body_lines = lines[1:]
-    names, colons, values = zip(*map(str.partition, body_lines, repeat(":", n)), strict=True)
-    keys = list(map(_KEY_CACHE.get, names))
-    if None in keys or "" in colons:
-        get_key = _KEY_CACHE.get
-        try:
-            fields = [[get_key(name) or _new_key(name, colon), name, value.strip(" \t\r"), line, line]
-                      for line in body_lines for name, colon, value in (line.partition(":"),)]
-        except _Irregular:
-            fields = _scan_folded(lines)
-        return fields, None
-    fields = list(map(list, zip(keys, names, map(str.strip, values, repeat(" \t\r", n)),
-                                body_lines, body_lines, strict=True)))
-    keys.reverse()
-    return fields, dict(zip(keys, reversed(fields), strict=True))
 
 
 class _Irregular(Exception):
@@ -787,8 +739,6 @@ def _scan_folded(lines: list[str]) -> list[list[Any]]:
             raise SipParseError("Bad Header", 400, f"no colon in {line[:40]!r}")
         name = name.rstrip(" \t")
         fields.append([_key(name), name, value.strip(" \t\r"), line, None])
-    for f in fields:
-        f[_TEXT] = f[_LINE]
     return fields
 
 
