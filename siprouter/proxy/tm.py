@@ -93,7 +93,6 @@ _PREFERRED_4XX = (401, 407, 415, 420, 484)
 MAX_BRANCHES = 12
 
 
-
 class TimerQueue:
     """Deadlines of many objects in one heap, with one event-loop timer for the earliest.
 
@@ -200,8 +199,7 @@ class ServerTransaction:
 
     __slots__ = ("tm", "key", "machine", "request", "method", "last_response", "source",
                  "reply_target", "branches", "relay", "timers", "canceled", "final_sent",
-                 "groups", "ended", "dialog", "in_failure", "_due", "n_pending", "started",
-                 "__weakref__")
+                 "groups", "ended", "dialog", "in_failure", "_due", "n_pending", "started")
 
     def __init__(self, tm: TransactionManager, key: Any, machine: Any, request: Any) -> None:
         self.tm = tm
@@ -1198,7 +1196,7 @@ _DONE = _Done()
 class _DialogTimer:
     """The dialog tracker's expiry, as one object in the timer queue."""
 
-    __slots__ = ("tm", "_due", "__weakref__")
+    __slots__ = ("tm", "_due")
 
     def __init__(self, tm: TransactionManager) -> None:
         self.tm = tm
